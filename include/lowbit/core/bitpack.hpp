@@ -1,0 +1,112 @@
+// Packing of b-bit unsigned codes (b = 1..8): lowbit's one bit layout.
+//
+// A row of n codes is stored as one *plane* per binary digit of b, widest
+// first; the widest plane holds the lowest bits of each code:
+//
+//   b      1    2    3      4    5      6      7        8
+//   planes 1    2    2+1    4    4+1    4+2    4+2+1    8
+//
+// A plane of width w (1, 2, 4 or 8) is a sequence of 32-byte *chunks*, each
+// holding 256/w codes. Within a chunk, code i sits in
+//
+//   byte  i mod 32,   bits  [w * (i div 32), w * (i div 32) + w)
+//
+// so the 32 consecutive codes 32f .. 32f+31 form bit-field f of the chunk's 32
+// bytes. A SIMD kernel extracts one such run of 32 codes from a 32-byte load
+// with one shift and one mask, no shuffle: the run is exactly one block of
+// 32 int8 activations (kernels/group_gemv.hpp). The last chunk of a plane is
+// zero-padded; a row occupies row_bytes(n, b) bytes, planes back to back.
+//
+// Cost of the layout: a row is padded to whole chunks per plane (e.g. 64
+// codes per chunk at 4 bits), which format bytes() and bits_per_weight()
+// count honestly.
+#pragma once
+
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+
+#include "error.hpp"
+
+namespace lowbit::bitpack {
+
+inline constexpr std::size_t chunk_bytes = 32;
+
+inline void check_bits(int bits, const char* where) {
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, where, "bits must be in 1..8, got ", bits);
+}
+
+// Number of planes for b bits and the width of plane p (widest first).
+constexpr int plane_count(int bits) noexcept { return (bits & 8 ? 1 : 0) + (bits & 4 ? 1 : 0) + (bits & 2 ? 1 : 0) + (bits & 1 ? 1 : 0); }
+constexpr int plane_width(int bits, int p) noexcept {
+  for (int w = 8; w >= 1; w >>= 1)
+    if (bits & w) {
+      if (p == 0) return w;
+      --p;
+    }
+  return 0;
+}
+// Codes per chunk and chunks for n codes in a plane of width w.
+constexpr std::size_t chunk_codes(int w) noexcept { return 256u / unsigned(w); }
+constexpr std::size_t plane_chunks(std::size_t n, int w) noexcept { return (n + chunk_codes(w) - 1) / chunk_codes(w); }
+constexpr std::size_t plane_bytes(std::size_t n, int w) noexcept { return plane_chunks(n, w) * chunk_bytes; }
+
+// Bytes of one packed row of n b-bit codes.
+constexpr std::size_t row_bytes(std::size_t n, int bits) noexcept {
+  std::size_t total = 0;
+  for (int p = 0; p < plane_count(bits); ++p) total += plane_bytes(n, plane_width(bits, p));
+  return total;
+}
+
+// Byte offset of plane p within a packed row of n codes.
+constexpr std::size_t plane_offset(std::size_t n, int bits, int p) noexcept {
+  std::size_t off = 0;
+  for (int q = 0; q < p; ++q) off += plane_bytes(n, plane_width(bits, q));
+  return off;
+}
+
+// Pack n codes (each < 2^bits) into out[0 .. row_bytes(n, bits)), padding
+// with zeros. Codes are masked to `bits`; callers validate them first.
+inline void pack(const std::uint8_t* codes, std::size_t n, int bits, std::uint8_t* out) {
+  check_bits(bits, "bitpack::pack");
+  const std::size_t total = row_bytes(n, bits);
+  for (std::size_t i = 0; i < total; ++i) out[i] = 0;
+  int low = 0;  // lowest code bit held by this plane
+  for (int p = 0; p < plane_count(bits); ++p) {
+    const int w = plane_width(bits, p);
+    const unsigned mask = (1u << w) - 1u;
+    std::uint8_t* plane = out + plane_offset(n, bits, p);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t chunk = i / chunk_codes(w), j = i % chunk_codes(w);
+      const unsigned field = unsigned(j / chunk_bytes);
+      const unsigned v = (unsigned(codes[i]) >> low) & mask;
+      plane[chunk * chunk_bytes + j % chunk_bytes] |= std::uint8_t(v << (unsigned(w) * field));
+    }
+    low += w;
+  }
+}
+
+// Code i of a packed row (scalar; the reference for every SIMD decoder).
+inline std::uint8_t get(const std::uint8_t* row, std::size_t n, int bits, std::size_t i) noexcept {
+  assert(i < n);
+  unsigned v = 0;
+  int low = 0;
+  for (int p = 0; p < plane_count(bits); ++p) {
+    const int w = plane_width(bits, p);
+    const std::uint8_t* plane = row + plane_offset(n, bits, p);
+    const std::size_t chunk = i / chunk_codes(w), j = i % chunk_codes(w);
+    const unsigned field = unsigned(j / chunk_bytes);
+    const unsigned byte = plane[chunk * chunk_bytes + j % chunk_bytes];
+    v |= ((byte >> (unsigned(w) * field)) & ((1u << w) - 1u)) << low;
+    low += w;
+  }
+  return std::uint8_t(v);
+}
+
+// Unpack n codes from a packed row.
+inline void unpack(const std::uint8_t* row, std::size_t n, int bits, std::uint8_t* codes) {
+  check_bits(bits, "bitpack::unpack");
+  for (std::size_t i = 0; i < n; ++i) codes[i] = get(row, n, bits, i);
+}
+
+}  // namespace lowbit::bitpack

@@ -1,0 +1,166 @@
+// parallel_for over row blocks on a small persistent thread pool.
+//
+// The range [0, n) is cut into at most `threads` contiguous parts, each a
+// multiple of `grain` except the last; part t always covers the same rows for
+// a given (n, grain, threads), and every row is computed by one thread with
+// the same code, so results are bit-identical for any thread count.
+//
+// The thread count is the caller's: per call, or the process default set with
+// set_num_threads() (initially std::thread::hardware_concurrency()). Workers
+// are started on first use and kept. A parallel_for issued from inside a
+// worker, or while another thread is using the pool, runs serially on the
+// calling thread instead of waiting.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "error.hpp"
+
+namespace lowbit {
+
+namespace detail {
+
+class thread_pool {
+ public:
+  static thread_pool& instance() {
+    static thread_pool pool;
+    return pool;
+  }
+
+  // Runs fn(part) for part in [0, parts) on up to `parts` threads (the
+  // caller runs part 0). Falls back to a serial loop when busy or nested.
+  void run(int parts, const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> use(use_mutex_, std::try_to_lock);
+    if (parts <= 1 || in_worker() || !use.owns_lock()) {
+      for (int p = 0; p < parts; ++p) fn(p);
+      return;
+    }
+    ensure_workers(parts - 1);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = &fn;
+      job_parts_ = parts;
+      pending_ = parts - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    cv_.notify_all();
+    std::exception_ptr mine;
+    try {
+      fn(0);
+    } catch (...) {
+      mine = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lk(m_);
+    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    if (mine) std::rethrow_exception(mine);
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  ~thread_pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  static bool& in_worker() {
+    thread_local bool flag = false;
+    return flag;
+  }
+
+  void ensure_workers(int n) {
+    while (int(workers_.size()) < n) {
+      const int id = int(workers_.size()) + 1;  // part index this worker runs
+      workers_.emplace_back([this, id] { loop(id); });
+    }
+  }
+
+  void loop(int id) {
+    in_worker() = true;
+    unsigned long seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        if (id >= job_parts_) continue;
+        job = job_;
+      }
+      std::exception_ptr err;
+      try {
+        (*job)(id);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        if (err && !error_) error_ = err;
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+
+  std::mutex use_mutex_;
+  std::mutex m_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  int job_parts_ = 0;
+  int pending_ = 0;
+  unsigned long generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+inline std::atomic<int>& default_threads() {
+  static std::atomic<int> n{int(std::max(1u, std::thread::hardware_concurrency()))};
+  return n;
+}
+
+}  // namespace detail
+
+// Process-wide default thread count for lowbit's kernels and quantizers.
+inline void set_num_threads(int n) {
+  LOWBIT_CHECK(n >= 1, "set_num_threads", "thread count must be >= 1, got ", n);
+  detail::default_threads() = n;
+}
+inline int num_threads() noexcept { return detail::default_threads(); }
+
+// Calls fn(begin, end) on contiguous sub-ranges of [0, n) whose boundaries
+// are multiples of grain; threads <= 0 means num_threads().
+template <class F>
+void parallel_for(std::size_t n, std::size_t grain, int threads, F&& fn) {
+  if (n == 0) return;
+  if (grain == 0) grain = 1;
+  if (threads <= 0) threads = num_threads();
+  const std::size_t blocks = (n + grain - 1) / grain;
+  const int parts = int(std::min<std::size_t>(std::size_t(threads), blocks));
+  if (parts <= 1) {
+    fn(std::size_t(0), n);
+    return;
+  }
+  const std::size_t per = (blocks + std::size_t(parts) - 1) / std::size_t(parts);
+  const std::function<void(int)> part = [&](int p) {
+    const std::size_t b = std::min(n, std::size_t(p) * per * grain);
+    const std::size_t e = std::min(n, (std::size_t(p) + 1) * per * grain);
+    if (b < e) fn(b, e);
+  };
+  detail::thread_pool::instance().run(parts, part);
+}
+
+}  // namespace lowbit

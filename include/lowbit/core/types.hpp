@@ -1,0 +1,112 @@
+// bf16 and fp16 storage types with exact IEEE round-to-nearest-even
+// conversion from float and exact conversion to float.
+//
+// Special values: ±0, ±Inf and subnormals convert exactly (fp16 subnormals
+// are produced and read; bf16 shares float's exponent range). NaN keeps its
+// sign and the top payload bits that fit; if those bits are all zero the
+// quiet bit is set so the result stays a NaN. Hence every one of the 65,536
+// bf16 or fp16 bit patterns survives a round trip through float unchanged.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace lowbit {
+
+namespace detail {
+inline std::uint32_t float_bits(float f) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bits_float(std::uint32_t u) noexcept {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace detail
+
+// bfloat16: the top 16 bits of an IEEE binary32.
+struct bf16 {
+  std::uint16_t bits = 0;
+
+  static bf16 from_bits(std::uint16_t b) noexcept { return bf16{b}; }
+
+  static bf16 from_float(float f) noexcept {
+    const std::uint32_t u = detail::float_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) {  // NaN: keep sign and top payload
+      std::uint16_t h = static_cast<std::uint16_t>(u >> 16);
+      if ((h & 0x7Fu) == 0) h |= 0x40u;
+      return bf16{h};
+    }
+    // Round to nearest even on the 16 dropped bits; a carry into the exponent
+    // is the correct result (up to and including overflow to Inf).
+    const std::uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
+    return bf16{static_cast<std::uint16_t>(rounded >> 16)};
+  }
+
+  float to_float() const noexcept { return detail::bits_float(std::uint32_t(bits) << 16); }
+
+  friend bool operator==(bf16 a, bf16 b) noexcept { return a.bits == b.bits; }
+  friend bool operator!=(bf16 a, bf16 b) noexcept { return a.bits != b.bits; }
+};
+
+// IEEE binary16.
+struct fp16 {
+  std::uint16_t bits = 0;
+
+  static fp16 from_bits(std::uint16_t b) noexcept { return fp16{b}; }
+
+  static fp16 from_float(float f) noexcept {
+    const std::uint32_t u = detail::float_bits(f);
+    const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+    const std::uint32_t a = u & 0x7FFFFFFFu;
+    if (a >= 0x7F800000u) {  // Inf or NaN
+      if (a == 0x7F800000u) return fp16{std::uint16_t(sign | 0x7C00u)};
+      std::uint16_t m = static_cast<std::uint16_t>((a >> 13) & 0x3FFu);
+      if (m == 0) m = 0x200u;
+      return fp16{std::uint16_t(sign | 0x7C00u | m)};
+    }
+    // 65520 = 65504 + half an ulp: ties go to the even neighbour, which is Inf.
+    if (a >= 0x477FF000u) return fp16{std::uint16_t(sign | 0x7C00u)};
+    std::uint32_t r, rem, half;
+    if (a < 0x38800000u) {  // below 2^-14: an fp16 subnormal (or zero)
+      if (a <= 0x33000000u) return fp16{sign};  // <= 2^-25 rounds to zero (tie -> even 0)
+      const std::uint32_t e = a >> 23;          // 102..112
+      const std::uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
+      const std::uint32_t shift = 126u - e;     // value / 2^-24 = m >> shift
+      r = m >> shift;
+      rem = m & ((1u << shift) - 1u);
+      half = 1u << (shift - 1u);
+    } else {  // normal: rebias the exponent from 127 to 15, drop 13 bits
+      r = (a - 0x38000000u) >> 13;
+      rem = a & 0x1FFFu;
+      half = 0x1000u;
+    }
+    if (rem > half || (rem == half && (r & 1u))) ++r;  // carry into exponent is correct
+    return fp16{std::uint16_t(sign | r)};
+  }
+
+  float to_float() const noexcept {
+    const std::uint32_t sign = std::uint32_t(bits & 0x8000u) << 16;
+    const std::uint32_t e = (bits >> 10) & 0x1Fu;
+    std::uint32_t m = bits & 0x3FFu;
+    if (e == 0x1Fu) return detail::bits_float(sign | 0x7F800000u | (m << 13));
+    if (e != 0) return detail::bits_float(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return detail::bits_float(sign);
+    // Subnormal: normalize the mantissa.
+    std::uint32_t ex = 113;
+    while ((m & 0x400u) == 0) {
+      m <<= 1;
+      --ex;
+    }
+    return detail::bits_float(sign | (ex << 23) | ((m & 0x3FFu) << 13));
+  }
+
+  friend bool operator==(fp16 a, fp16 b) noexcept { return a.bits == b.bits; }
+  friend bool operator!=(fp16 a, fp16 b) noexcept { return a.bits != b.bits; }
+};
+
+static_assert(sizeof(bf16) == 2 && sizeof(fp16) == 2, "storage types must be 2 bytes");
+
+}  // namespace lowbit

@@ -1,0 +1,121 @@
+// The table of kernels for one ISA, and the lookup by ISA.
+//
+// Header-only builds fill the table of the TU's native ISA in place; with
+// runtime dispatch (cmake: lowbit_add_dispatch) each ISA's table is built in
+// its own translation unit (kernels/dispatch_tu.hpp) and declared here.
+#pragma once
+
+#include <cstddef>
+
+#include "../simd/arch.hpp"
+#include "group_gemv.hpp"
+
+namespace lowbit::detail {
+
+struct kernel_table {
+  isa id = isa::scalar;
+  void (*group_gemv)(const GroupQuantMatrix&, const PreparedActivations&, float* y, std::size_t r0,
+                     std::size_t r1) = nullptr;
+  void (*group_gemm)(const GroupQuantMatrix&, const PreparedActivations* a, std::size_t n, float* Y,
+                     std::size_t ldy, std::size_t r0, std::size_t r1) = nullptr;
+};
+
+template <class F>
+decltype(auto) with_bits(int bits, F&& f) {
+  switch (bits) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+template <class Tag>
+kernel_table make_kernel_table() {
+  kernel_table t;
+  t.id = Tag::id;
+  if constexpr (std::is_same_v<Tag, simd::scalar_tag>) {
+    t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
+                      std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
+    t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
+                      std::size_t ldy, std::size_t r0, std::size_t r1) {
+      std::vector<float> y(w.rows);
+      for (std::size_t i = 0; i < n; ++i) {
+        group_gemv_reference(w, a[i].x.data(), &a[i], y.data(), r0, r1);
+        for (std::size_t r = r0; r < r1; ++r) Y[i * ldy + r] = y[r];
+      }
+    };
+  } else {
+    t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
+                      std::size_t r1) {
+      if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);
+      with_bits(w.bits, [&](auto B) { group_gemv_rows<Tag, B()>(w, a, y, r0, r1); });
+    };
+    t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
+                      std::size_t ldy, std::size_t r0, std::size_t r1) {
+      if (w.group % act_block != 0) return make_kernel_table<simd::scalar_tag>().group_gemm(w, a, n, Y, ldy, r0, r1);
+      with_bits(w.bits, [&](auto B) { group_gemm_rows<Tag, B(), 4>(w, a, n, Y, ldy, r0, r1); });
+    };
+  }
+  return t;
+}
+
+#if defined(LOWBIT_DISPATCH)
+// Defined in the per-ISA translation units made by lowbit_add_dispatch().
+#ifdef LOWBIT_DISPATCH_SSE4_1
+const kernel_table& kernels_isa_sse4_1();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX2
+const kernel_table& kernels_isa_avx2();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX512BW
+const kernel_table& kernels_isa_avx512bw();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX512VNNI
+const kernel_table& kernels_isa_avx512vnni();
+#endif
+#ifdef LOWBIT_DISPATCH_NEON64
+const kernel_table& kernels_isa_neon64();
+#endif
+#else
+template <isa I> struct tag_of;
+template <> struct tag_of<isa::scalar> { using type = simd::scalar_tag; };
+template <> struct tag_of<isa::sse4_1> { using type = simd::sse4_1_tag; };
+template <> struct tag_of<isa::avx2> { using type = simd::avx2_tag; };
+template <> struct tag_of<isa::avx512bw> { using type = simd::avx512bw_tag; };
+template <> struct tag_of<isa::avx512vnni> { using type = simd::avx512vnni_tag; };
+template <> struct tag_of<isa::neon64> { using type = simd::neon64_tag; };
+#endif
+
+inline const kernel_table& kernels_for(isa i) {
+  static const kernel_table scalar = make_kernel_table<simd::scalar_tag>();
+  switch (i) {
+#if defined(LOWBIT_DISPATCH)
+#ifdef LOWBIT_DISPATCH_SSE4_1
+    case isa::sse4_1: return kernels_isa_sse4_1();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX2
+    case isa::avx2: return kernels_isa_avx2();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX512BW
+    case isa::avx512bw: return kernels_isa_avx512bw();
+#endif
+#ifdef LOWBIT_DISPATCH_AVX512VNNI
+    case isa::avx512vnni: return kernels_isa_avx512vnni();
+#endif
+#ifdef LOWBIT_DISPATCH_NEON64
+    case isa::neon64: return kernels_isa_neon64();
+#endif
+#else
+    case native_isa(): {
+      static const kernel_table native = make_kernel_table<typename tag_of<native_isa()>::type>();
+      return native;
+    }
+#endif
+    default: return scalar;
+  }
+}
+
+inline const kernel_table& active_kernels() { return kernels_for(active_isa()); }
+
+}  // namespace lowbit::detail

@@ -1,0 +1,75 @@
+// One verb for every format: gemv(W, x, y) computes y = W x, and
+// gemm(W, X, Y) computes Y = X W^T for a batch of tokens (X: N x K, one
+// token per row; Y: N x M), i.e. a linear layer applied to N tokens.
+//
+// With Activations::int8, activations are quantized per block of 32 and the
+// products are integer dot products (kernels/group_gemv.hpp). Activations
+// with NaN or Inf take the fp32 path, so they propagate as IEEE arithmetic
+// would rather than being quantized into garbage.
+#pragma once
+
+#include <cmath>
+
+#include "../core/parallel.hpp"
+#include "../core/view.hpp"
+#include "dispatch.hpp"
+
+namespace lowbit {
+
+namespace detail {
+
+inline bool all_finite(const float* x, std::size_t n) noexcept {
+  float acc = 0;
+  for (std::size_t i = 0; i < n; ++i) acc += x[i] * 0.0f;  // NaN iff some x is NaN or Inf
+  return acc == 0.0f;
+}
+
+// Small problems are not worth waking the pool for.
+inline int threads_for(std::size_t rows, std::size_t cols, int requested) noexcept {
+  return rows * cols < (std::size_t(1) << 16) ? 1 : requested;
+}
+
+}  // namespace detail
+
+inline void gemv(const GroupQuantMatrix& w, span<const float> x, span<float> y, const RunOptions& opt = {}) {
+  w.validate();
+  LOWBIT_CHECK(x.size() == w.cols, "gemv", "x has ", x.size(), " elements, W has K = ", w.cols, " columns");
+  LOWBIT_CHECK(y.size() == w.rows, "gemv", "y has ", y.size(), " elements, W has M = ", w.rows, " rows");
+  LOWBIT_CHECK(x.data() != nullptr || x.empty(), "gemv", "x is null");
+  LOWBIT_CHECK(y.data() != nullptr || y.empty(), "gemv", "y is null");
+  if (w.rows == 0) return;
+  if (w.cols == 0) {
+    for (float& v : y) v = 0.0f;
+    return;
+  }
+  detail::PreparedActivations a;
+  const bool int8 = opt.activations == Activations::int8 && detail::all_finite(x.data(), x.size());
+  a.prepare(x.data(), w.cols, w.group, int8);
+  const auto& k = detail::active_kernels();
+  parallel_for(w.rows, 16, detail::threads_for(w.rows, w.cols, opt.threads),
+               [&](std::size_t r0, std::size_t r1) { k.group_gemv(w, a, y.data(), r0, r1); });
+}
+
+inline void gemm(const GroupQuantMatrix& w, ConstMatrixView<float> X, MatrixView<float> Y,
+                 const RunOptions& opt = {}) {
+  w.validate();
+  LOWBIT_CHECK(X.cols() == w.cols, "gemm", "X has ", X.cols(), " columns, W has K = ", w.cols);
+  LOWBIT_CHECK(Y.rows() == X.rows(), "gemm", "Y has ", Y.rows(), " rows for ", X.rows(), " tokens in X");
+  LOWBIT_CHECK(Y.cols() == w.rows, "gemm", "Y has ", Y.cols(), " columns, W has M = ", w.rows, " rows");
+  const std::size_t n = X.rows();
+  if (n == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t r = 0; r < w.rows; ++r) Y(i, r) = 0.0f;
+    return;
+  }
+  bool int8 = opt.activations == Activations::int8;
+  for (std::size_t i = 0; i < n && int8; ++i) int8 = detail::all_finite(X.row(i), X.cols());
+  std::vector<detail::PreparedActivations> a(n);
+  for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8);
+  const auto& k = detail::active_kernels();
+  parallel_for(w.rows, 16, detail::threads_for(w.rows * n, w.cols, opt.threads),
+               [&](std::size_t r0, std::size_t r1) { k.group_gemm(w, a.data(), n, Y.data(), Y.stride(), r0, r1); });
+}
+
+}  // namespace lowbit

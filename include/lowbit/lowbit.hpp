@@ -1,0 +1,13 @@
+// lowbit: header-only LLM quantization and compression kernels.
+// Umbrella header: every public header. See README.md and DESIGN.md.
+#pragma once
+
+#include "core/bitpack.hpp"
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "core/types.hpp"
+#include "core/view.hpp"
+#include "format/group_quant.hpp"
+#include "kernels/gemv.hpp"
+#include "quant/rtn.hpp"
+#include "simd/arch.hpp"

@@ -1,0 +1,135 @@
+// The few SIMD operations xsimd 8.1 does not provide. Intrinsics appear only
+// in this file; kernels call these over xsimd batches of an ISA tag
+// (simd/arch.hpp). Each op states its scalar meaning, which is what the
+// scalar reference kernels compute.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../core/types.hpp"
+#include "arch.hpp"
+
+#if defined(__SSE4_1__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
+namespace lowbit::simd {
+
+template <class Tag> using f32 = xsimd::batch<float, typename Tag::arch>;
+template <class Tag> using i32 = xsimd::batch<std::int32_t, typename Tag::arch>;
+template <class Tag> using u8 = xsimd::batch<std::uint8_t, typename Tag::arch>;
+template <class Tag> using i8 = xsimd::batch<std::int8_t, typename Tag::arch>;
+
+template <class Tag>
+inline constexpr bool is_256 = std::is_same_v<typename Tag::arch, xsimd::fma3<xsimd::avx2>>;
+template <class Tag>
+inline constexpr bool is_sse41 = std::is_same_v<typename Tag::arch, xsimd::sse4_1>;
+template <class Tag>
+inline constexpr bool is_neon64 = std::is_same_v<typename Tag::arch, xsimd::neon64>;
+
+// Bytes shifted right by s, then masked: out[i] = (v[i] >> s) & mask.
+// (xsimd 8.1 has no unsigned 8-bit shift; a 16-bit shift plus the mask is
+// exact because the mask drops the bits that crossed a byte boundary.)
+template <class Tag>
+inline u8<Tag> shr_mask(u8<Tag> v, int s, std::uint8_t mask) noexcept {
+  using u16 = xsimd::batch<std::uint16_t, typename Tag::arch>;
+  const u16 w = xsimd::bitwise_cast<u16>(v) >> s;
+  return xsimd::bitwise_cast<u8<Tag>>(w) & u8<Tag>(mask);
+}
+
+// Bytes shifted left by s (< 8): out[i] = (v[i] << s) & 0xFF, for v[i] < 2^(8-s).
+template <class Tag>
+inline u8<Tag> shl_small(u8<Tag> v, int s) noexcept {
+  using u16 = xsimd::batch<std::uint16_t, typename Tag::arch>;
+  return xsimd::bitwise_cast<u8<Tag>>(xsimd::bitwise_cast<u16>(v) << s);
+}
+
+// acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
+// Precondition without VNNI (maddubs saturates pairs at int16): a[i] <= 127
+// and b[i] >= -127, so a pair sum stays within 2*127*127 < 32767.
+template <class Tag>
+inline i32<Tag> dot_u8i8(i32<Tag> acc, u8<Tag> a, i8<Tag> b) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if constexpr (Tag::vnni) return _mm256_dpbusd_epi32(__m256i(acc), __m256i(a), __m256i(b));
+#endif
+    const __m256i p = _mm256_maddubs_epi16(__m256i(a), __m256i(b));
+    return _mm256_add_epi32(__m256i(acc), _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+  }
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) {
+    const __m128i p = _mm_maddubs_epi16(__m128i(a), __m128i(b));
+    return _mm_add_epi32(__m128i(acc), _mm_madd_epi16(p, _mm_set1_epi16(1)));
+  }
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) {
+    const int8x16_t sa = vreinterpretq_s8_u8(a);  // a <= 127
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, sa, b);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(sa), vget_low_s8(b));
+    const int16x8_t hi = vmull_high_s8(sa, b);
+    return vaddq_s32(acc, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+#endif
+  }
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "dot_u8i8: no implementation for this ISA");
+  return acc;
+}
+
+// Widen 8-bit codes to floats: out[k][j] = float(v[k * L + j]), L = f32 lanes,
+// k < 4 (a byte batch holds exactly 4 float batches' worth of codes).
+template <class Tag>
+inline void widen_u8_f32(u8<Tag> v, f32<Tag>* out) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) {
+    const __m256i r = v;
+    const __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    return;
+  }
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) {
+    const __m128i x = v;
+    out[0] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(x));
+    out[1] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 4)));
+    out[2] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+    out[3] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 12)));
+    return;
+  }
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) {
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_high_u8(v);
+    out[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo)));
+    out[1] = vcvtq_f32_u32(vmovl_high_u16(lo));
+    out[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi)));
+    out[3] = vcvtq_f32_u32(vmovl_high_u16(hi));
+    return;
+  }
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u8_f32: no implementation for this ISA");
+}
+
+// Scalar fp16 -> float with the F16C instruction where the ISA has it;
+// otherwise lowbit::fp16 (identical results: the conversion is exact).
+template <class Tag>
+inline float half_to_float(std::uint16_t h) noexcept {
+#if defined(__F16C__)
+  if constexpr (!std::is_same_v<Tag, scalar_tag>) return _cvtsh_ss(h);
+#endif
+  return fp16::from_bits(h).to_float();
+}
+
+}  // namespace lowbit::simd

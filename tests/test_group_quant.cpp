@@ -1,0 +1,295 @@
+// format/group_quant.hpp, quant/rtn.hpp, kernels/group_gemv.hpp (gemv, gemm)
+// on every ISA available here, against the scalar reference.
+#include <limits>
+
+#include "test_util.hpp"
+
+using namespace lowbit;
+using lowbit::test::for_each_isa;
+
+namespace {
+
+rtn::Options opts(int bits, std::size_t group, bool sym = false, ScaleType st = ScaleType::fp16) {
+  rtn::Options o;
+  o.bits = bits;
+  o.group = group;
+  o.symmetric = sym;
+  o.scale_type = st;
+  return o;
+}
+
+// Reference y = W x on the dequantized matrix, in double, and the scale of
+// the sum (sum |w_k x_k|) for tolerances.
+void reference(const GroupQuantMatrix& q, const std::vector<float>& x, bool int8, std::vector<float>& y,
+               std::vector<double>& mag) {
+  detail::PreparedActivations a;
+  a.prepare(x.data(), q.cols, q.group, int8);
+  y.assign(q.rows, 0.0f);
+  detail::group_gemv_reference(q, x.data(), &a, y.data(), 0, q.rows);
+  mag.assign(q.rows, 0.0);
+  for (std::size_t r = 0; r < q.rows; ++r)
+    for (std::size_t k = 0; k < q.cols; ++k) {
+      const std::size_t j = k / q.group;
+      // |s| (|q| + |z|) |x| bounds both the dot and the zero-point term the
+      // fast path subtracts.
+      mag[r] += std::fabs(q.scale(r, j)) * double(q.code(r, k) + q.zero(r, j)) * std::fabs(x[k]);
+    }
+}
+
+// Tolerance for a float32 kernel against the double reference: the fast path
+// sums K products in float over ~K/32 blocks plus one term per group; its
+// rounding error is at most a few ulps per addition level. 64 eps * sqrt(K)
+// of the magnitude covers that with margin, while any decoding or indexing
+// error moves y by a whole product (orders of magnitude more).
+double tolerance(double mag, std::size_t K) {
+  return 64.0 * std::numeric_limits<float>::epsilon() * std::sqrt(double(K) + 32.0) * mag + 1e-30;
+}
+
+void check_gemv(const GroupQuantMatrix& q, const std::vector<float>& x) {
+  for (bool int8 : {false, true}) {
+    std::vector<float> want;
+    std::vector<double> mag;
+    reference(q, x, int8, want, mag);
+    for_each_isa([&](isa) {
+      std::vector<float> y(q.rows, -1.0f);
+      RunOptions ro;
+      ro.activations = int8 ? Activations::int8 : Activations::fp32;
+      gemv(q, x, y, ro);
+      for (std::size_t r = 0; r < q.rows; ++r) {
+        INFO("int8 " << int8 << " row " << r << " bits " << q.bits << " K " << q.cols << " g " << q.group);
+        REQUIRE(std::fabs(double(y[r]) - double(want[r])) <= tolerance(mag[r], q.cols));
+      }
+    });
+  }
+}
+
+}  // namespace
+
+TEST_CASE("rtn: error falls as bits rise; MSE clipping never worse", "[rtn]") {
+  const Matrix w = test::llm_weights(64, 512, 1);
+  double prev = std::numeric_limits<double>::infinity();
+  for (int bits : {2, 3, 4, 8}) {
+    const double e_minmax = test::frob_error(w, dequantize(rtn::quantize(w, opts(bits, 64))));
+    rtn::Options o = opts(bits, 64);
+    o.clip = Clip::mse;
+    const double e_mse = test::frob_error(w, dequantize(rtn::quantize(w, o)));
+    INFO("bits " << bits << " minmax " << e_minmax << " mse " << e_mse);
+    REQUIRE(e_minmax < prev * 0.5);
+    REQUIRE(e_mse <= e_minmax);
+    // Heavy tails: clipping pays at low bits. Measured on this data (mse /
+    // minmax): 0.64 at 2 bits, 0.83 at 3, 0.93 at 4, 1.0 at 8.
+    if (bits == 2) REQUIRE(e_mse < 0.70 * e_minmax);
+    if (bits == 3) REQUIRE(e_mse < 0.88 * e_minmax);
+    if (bits == 4) REQUIRE(e_mse < 0.96 * e_minmax);
+    prev = e_minmax;
+  }
+}
+
+TEST_CASE("rtn: exact reconstruction of weights already on the grid", "[rtn]") {
+  for (int bits : {2, 3, 4, 8}) {
+    for (bool sym : {false, true}) {
+      const std::size_t M = 5, K = 96, g = 32;
+      std::mt19937 rng(3);
+      Matrix w(M, K);
+      const int maxq = (1 << bits) - 1;
+      for (std::size_t r = 0; r < M; ++r)
+        for (std::size_t j = 0; j < K / g; ++j) {
+          const float s = std::ldexp(float(1 + rng() % 7), -8 - int(rng() % 4));  // exact in fp16
+          const int z = sym ? (1 << (bits - 1)) : int(rng() % (maxq + 1));
+          for (std::size_t k = j * g; k < (j + 1) * g; ++k) {
+            int c = int(rng() % (maxq + 1));
+            if (k == j * g) c = 0;  // the extremes are present, so min-max finds s and z
+            if (k == j * g + 1) c = sym ? 0 : maxq;
+            w(r, k) = s * float(c - z);
+          }
+        }
+      const Matrix back = dequantize(rtn::quantize(w, opts(bits, g, sym)));
+      INFO("bits " << bits << " sym " << sym);
+      REQUIRE(test::frob_error(w, back) == 0.0);
+    }
+  }
+}
+
+TEST_CASE("group format: sizes, bits per weight, accessors", "[format]") {
+  const Matrix w = test::llm_weights(8, 256, 2);
+  const GroupQuantMatrix q = rtn::quantize(w, opts(4, 128));
+  REQUIRE(q.codes.size() == 8 * 128);
+  REQUIRE(q.scales.size() == 8 * 2 * 2);
+  REQUIRE(q.zeros.size() == bitpack::row_bytes(16, 4));
+  REQUIRE(q.bytes() == 8 * 128 + 32 + 32);
+  REQUIRE(q.bits_per_weight() == Approx(8.0 * (1024 + 64) / 2048.0));
+  const Matrix d = dequantize(q);
+  for (std::size_t r = 0; r < 8; ++r)
+    for (std::size_t k = 0; k < 256; ++k) REQUIRE(d(r, k) == q.weight(r, k));
+  const GroupQuantMatrix s = rtn::quantize(w, opts(3, 64, true, ScaleType::fp32));
+  REQUIRE(s.zeros.empty());
+  REQUIRE(s.scales.size() == 8 * 4 * 4);
+  REQUIRE(s == rtn::quantize(w, opts(3, 64, true, ScaleType::fp32)));  // deterministic
+  REQUIRE(s != q);
+}
+
+TEST_CASE("rtn: ragged K and bad input", "[rtn]") {
+  const Matrix w = test::llm_weights(3, 100, 4);
+  const GroupQuantMatrix q = rtn::quantize(w, opts(4, 32));
+  REQUIRE(q.groups_per_row() == 4);  // 32 + 32 + 32 + 4
+  // The full groups quantize exactly as without the ragged tail; the 4-wide
+  // last group gets its own range, so each of its weights is within half a
+  // step of the original.
+  Matrix head(3, 96);
+  for (std::size_t r = 0; r < 3; ++r) std::copy(w.row(r), w.row(r) + 96, head.row(r));
+  const Matrix dq = dequantize(q), dh = dequantize(rtn::quantize(head, opts(4, 32)));
+  for (std::size_t r = 0; r < 3; ++r) {
+    for (std::size_t k = 0; k < 96; ++k) REQUIRE(dq(r, k) == dh(r, k));
+    for (std::size_t k = 96; k < 100; ++k) REQUIRE(std::fabs(dq(r, k) - w(r, k)) <= 0.5f * q.scale(r, 3) * 1.0001f);
+  }
+  REQUIRE_THROWS_AS(rtn::quantize(w, opts(5, 32)), lowbit::error);
+  REQUIRE_THROWS_AS(rtn::quantize(w, opts(4, 0)), lowbit::error);
+  REQUIRE_THROWS_AS(rtn::quantize(w, opts(4, 12)), lowbit::error);
+  REQUIRE_THROWS_AS(rtn::quantize(w, opts(4, 128)), lowbit::error);  // group > K
+  Matrix bad = w;
+  bad(1, 7) = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_AS(rtn::quantize(bad, opts(4, 32)), lowbit::error);
+  bad(1, 7) = std::numeric_limits<float>::infinity();
+  REQUIRE_THROWS_AS(rtn::quantize(bad, opts(4, 32)), lowbit::error);
+  Matrix huge(1, 32, 0.0f);
+  huge(0, 0) = 1e9f;
+  REQUIRE_THROWS_AS(rtn::quantize(huge, opts(4, 32)), lowbit::error);  // fp16 scale overflow
+  rtn::Options f32 = opts(4, 32, false, ScaleType::fp32);
+  REQUIRE_NOTHROW(rtn::quantize(huge, f32));
+  const Matrix zero(2, 64, 0.0f);
+  REQUIRE(test::frob_error(zero, dequantize(rtn::quantize(zero, opts(2, 32)))) == 0.0);
+}
+
+TEST_CASE("gemv: every ISA matches the reference on odd shapes", "[gemv]") {
+  struct Shape {
+    std::size_t M, K, g;
+  };
+  for (Shape s : {Shape{1, 288, 32}, Shape{11, 1376, 32}, Shape{7, 4096, 128}, Shape{13, 1376, 128},
+                  Shape{3, 100, 32}, Shape{5, 64, 64}, Shape{4, 200, 40}, Shape{2, 48, 16}}) {
+    for (int bits : {2, 3, 4, 8}) {
+      const Matrix w = test::llm_weights(s.M, s.K, unsigned(s.M * 31 + s.K + bits));
+      const std::vector<float> x = test::llm_activations(s.K, unsigned(s.K));
+      check_gemv(rtn::quantize(w, opts(bits, s.g)), x);
+      check_gemv(rtn::quantize(w, opts(bits, s.g, true, ScaleType::fp32)), x);
+    }
+  }
+}
+
+TEST_CASE("gemv: tall matrix (M = 11008)", "[gemv]") {
+  const Matrix w = test::llm_weights(11008, 64, 9);
+  const std::vector<float> x = test::gaussian(64, 10);
+  check_gemv(rtn::quantize(w, opts(4, 32)), x);
+}
+
+TEST_CASE("gemv: adversarial activations and extreme codes", "[gemv]") {
+  const std::size_t M = 6, K = 160;
+  Matrix w(M, K);
+  for (std::size_t r = 0; r < M; ++r)  // alternate the extremes: codes 0 and 2^b - 1
+    for (std::size_t k = 0; k < K; ++k) w(r, k) = ((k + r) % 2 ? 1.0f : -1.0f) * float(r + 1);
+  for (int bits : {2, 3, 4, 8}) {
+    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, 32));
+    std::vector<float> x(K, 0.0f);
+    check_gemv(q, x);  // all zero
+    for (std::size_t k = 0; k < K; ++k) x[k] = (k % 3 ? 1e-30f : 3e4f) * (k % 2 ? 1.0f : -1.0f);
+    check_gemv(q, x);  // huge dynamic range
+    for (std::size_t k = 0; k < K; ++k) x[k] = 1.0f;
+    check_gemv(q, x);  // saturating int8 blocks: every xq = 127
+  }
+  const GroupQuantMatrix q = rtn::quantize(w, opts(4, 32));
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> x = test::gaussian(K, 5);
+    x[77] = bad;
+    for (auto act : {Activations::fp32, Activations::int8}) {
+      for_each_isa([&](isa) {
+        std::vector<float> y(M);
+        gemv(q, x, y, RunOptions{act, 1});
+        for (float v : y) REQUIRE(!std::isfinite(v));  // propagates, never silently finite
+      });
+    }
+  }
+}
+
+TEST_CASE("gemv: bit-identical for any thread count", "[gemv]") {
+  const Matrix w = test::llm_weights(1000, 512, 12);
+  const std::vector<float> x = test::llm_activations(512, 13);
+  const GroupQuantMatrix q = rtn::quantize(w, opts(4, 128));
+  for (auto act : {Activations::fp32, Activations::int8}) {
+    for_each_isa([&](isa) {
+      std::vector<float> y1(1000), yn(1000);
+      gemv(q, x, y1, RunOptions{act, 1});
+      for (int t : {2, 3, 7}) {
+        gemv(q, x, yn, RunOptions{act, t});
+        REQUIRE(std::memcmp(y1.data(), yn.data(), y1.size() * 4) == 0);
+      }
+    });
+  }
+}
+
+TEST_CASE("gemm: equals gemv per token, any batch size", "[gemm]") {
+  const std::size_t M = 37, K = 1376;
+  const Matrix w = test::llm_weights(M, K, 21);
+  for (int bits : {2, 3, 4, 8}) {
+    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, 32));
+    for (std::size_t N : {1u, 2u, 3u, 5u, 8u, 17u, 64u}) {
+      Matrix X(N, K);
+      for (std::size_t n = 0; n < N; ++n) {
+        const auto x = test::llm_activations(K, unsigned(100 + n));
+        std::copy(x.begin(), x.end(), X.row(n));
+      }
+      for (auto act : {Activations::fp32, Activations::int8}) {
+        for_each_isa([&](isa) {
+          Matrix Y(N, M, -1.0f);
+          gemm(q, X, Y, RunOptions{act, 2});
+          for (std::size_t n = 0; n < N; ++n) {
+            std::vector<float> y(M);
+            gemv(q, span<const float>(X.row(n), K), y, RunOptions{act, 1});
+            for (std::size_t r = 0; r < M; ++r) {
+              INFO("bits " << bits << " N " << N << " n " << n << " r " << r);
+              REQUIRE(Y(n, r) == y[r]);  // same block order: bit-identical
+            }
+          }
+        });
+      }
+    }
+  }
+}
+
+TEST_CASE("gemv/gemm: bad input", "[gemv]") {
+  const Matrix w = test::llm_weights(4, 64, 1);
+  GroupQuantMatrix q = rtn::quantize(w, opts(4, 32));
+  std::vector<float> x(64), y(4);
+  REQUIRE_THROWS_AS(gemv(q, span<const float>(x.data(), 63), y), lowbit::error);
+  REQUIRE_THROWS_AS(gemv(q, x, span<float>(y.data(), 3)), lowbit::error);
+  REQUIRE_THROWS_AS(gemv(q, span<const float>(nullptr, 64), y), lowbit::error);
+  Matrix X(2, 64), Y(2, 4), Ybad(3, 4);
+  REQUIRE_THROWS_AS(gemm(q, X, Ybad), lowbit::error);
+  GroupQuantMatrix broken = q;
+  broken.codes.pop_back();
+  REQUIRE_THROWS_AS(gemv(broken, x, y), lowbit::error);
+  broken = q;
+  broken.bits = 5;
+  REQUIRE_THROWS_AS(gemv(broken, x, y), lowbit::error);
+  broken = q;
+  broken.group = 0;
+  REQUIRE_THROWS_AS(gemv(broken, x, y), lowbit::error);
+  broken = q;
+  broken.scales.resize(3);
+  REQUIRE_THROWS_AS(gemm(broken, X, Y), lowbit::error);
+  // Empty shapes are fine.
+  GroupQuantMatrix empty = rtn::quantize(Matrix(0, 64), opts(4, 32));
+  std::vector<float> none;
+  REQUIRE_NOTHROW(gemv(empty, x, none));
+}
+
+TEST_CASE("isa selection", "[simd]") {
+  const auto av = available_isas();
+  REQUIRE(av.front() == isa::scalar);
+  REQUIRE(active_isa() == av.back());
+  set_isa(isa::scalar);
+  REQUIRE(active_isa() == isa::scalar);
+  reset_isa();
+  REQUIRE_THROWS_AS(parse_isa("avx9000"), lowbit::error);
+  REQUIRE(parse_isa("avx2") == isa::avx2);
+  for (isa i : all_isas)
+    if (!simd::cpu_supports(i) || !simd::compiled_in(i)) REQUIRE_THROWS_AS(set_isa(i), lowbit::error);
+}
