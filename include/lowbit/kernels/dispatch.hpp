@@ -5,6 +5,7 @@
 // its own translation unit (kernels/dispatch_tu.hpp) and declared here.
 #pragma once
 
+#include <cassert>
 #include <cstddef>
 
 #include "../simd/arch.hpp"
@@ -14,6 +15,7 @@ namespace lowbit::detail {
 
 struct kernel_table {
   isa id = isa::scalar;
+  int f32_lanes = 0;  // float lanes of the fp32 kernels (activation layout, see PreparedActivations)
   void (*group_gemv)(const GroupQuantMatrix&, const PreparedActivations&, float* y, std::size_t r0,
                      std::size_t r1) = nullptr;
   void (*group_gemm)(const GroupQuantMatrix&, const PreparedActivations* a, std::size_t n, float* Y,
@@ -46,15 +48,17 @@ kernel_table make_kernel_table() {
       }
     };
   } else {
+    t.f32_lanes = int(simd::f32<Tag>::size);
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);
+      assert(a.int8 || a.lanes == int(simd::f32<Tag>::size));
       with_bits(w.bits, [&](auto B) { group_gemv_rows<Tag, B()>(w, a, y, r0, r1); });
     };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
                       std::size_t ldy, std::size_t r0, std::size_t r1) {
       if (w.group % act_block != 0) return make_kernel_table<simd::scalar_tag>().group_gemm(w, a, n, Y, ldy, r0, r1);
-      with_bits(w.bits, [&](auto B) { group_gemm_rows<Tag, B(), 4>(w, a, n, Y, ldy, r0, r1); });
+      with_bits(w.bits, [&](auto B) { group_gemm_rows<Tag, B()>(w, a, n, Y, ldy, r0, r1); });
     };
   }
   return t;

@@ -24,6 +24,12 @@ inline bool all_finite(const float* x, std::size_t n) noexcept {
   return acc == 0.0f;
 }
 
+// The activation layout the kernel table expects for w (the scalar
+// reference, and the fallback for g % 32 != 0, read natural order).
+inline int x_lanes(const kernel_table& k, const GroupQuantMatrix& w) noexcept {
+  return w.group % act_block == 0 ? k.f32_lanes : 0;
+}
+
 // Small problems are not worth waking the pool for.
 inline int threads_for(std::size_t rows, std::size_t cols, int requested) noexcept {
   return rows * cols < (std::size_t(1) << 16) ? 1 : requested;
@@ -42,10 +48,10 @@ inline void gemv(const GroupQuantMatrix& w, span<const float> x, span<float> y, 
     for (float& v : y) v = 0.0f;
     return;
   }
+  const auto& k = detail::active_kernels();
   detail::PreparedActivations a;
   const bool int8 = opt.activations == Activations::int8 && detail::all_finite(x.data(), x.size());
-  a.prepare(x.data(), w.cols, w.group, int8);
-  const auto& k = detail::active_kernels();
+  a.prepare(x.data(), w.cols, w.group, int8, detail::x_lanes(k, w));
   parallel_for(w.rows, 16, detail::threads_for(w.rows, w.cols, opt.threads),
                [&](std::size_t r0, std::size_t r1) { k.group_gemv(w, a, y.data(), r0, r1); });
 }
@@ -65,9 +71,9 @@ inline void gemm(const GroupQuantMatrix& w, ConstMatrixView<float> X, MatrixView
   }
   bool int8 = opt.activations == Activations::int8;
   for (std::size_t i = 0; i < n && int8; ++i) int8 = detail::all_finite(X.row(i), X.cols());
-  std::vector<detail::PreparedActivations> a(n);
-  for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8);
   const auto& k = detail::active_kernels();
+  std::vector<detail::PreparedActivations> a(n);
+  for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8, detail::x_lanes(k, w));
   parallel_for(w.rows, 16, detail::threads_for(w.rows * n, w.cols, opt.threads),
                [&](std::size_t r0, std::size_t r1) { k.group_gemm(w, a.data(), n, Y.data(), Y.stride(), r0, r1); });
 }

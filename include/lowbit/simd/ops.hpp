@@ -84,44 +84,6 @@ inline i32<Tag> dot_u8i8(i32<Tag> acc, u8<Tag> a, i8<Tag> b) noexcept {
   return acc;
 }
 
-// Widen 8-bit codes to floats: out[k][j] = float(v[k * L + j]), L = f32 lanes,
-// k < 4 (a byte batch holds exactly 4 float batches' worth of codes).
-template <class Tag>
-inline void widen_u8_f32(u8<Tag> v, f32<Tag>* out) noexcept {
-#if defined(__AVX2__)
-  if constexpr (is_256<Tag>) {
-    const __m256i r = v;
-    const __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
-    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-    return;
-  }
-#endif
-#if defined(__SSE4_1__)
-  if constexpr (is_sse41<Tag>) {
-    const __m128i x = v;
-    out[0] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(x));
-    out[1] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 4)));
-    out[2] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 8)));
-    out[3] = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(x, 12)));
-    return;
-  }
-#endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
-  if constexpr (is_neon64<Tag>) {
-    const uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_high_u8(v);
-    out[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo)));
-    out[1] = vcvtq_f32_u32(vmovl_high_u16(lo));
-    out[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi)));
-    out[3] = vcvtq_f32_u32(vmovl_high_u16(hi));
-    return;
-  }
-#endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u8_f32: no implementation for this ISA");
-}
-
 // Scalar fp16 -> float with the F16C instruction where the ISA has it;
 // otherwise lowbit::fp16 (identical results: the conversion is exact).
 template <class Tag>

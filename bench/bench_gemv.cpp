@@ -1,0 +1,142 @@
+// GEMV/GEMM benchmarks for group-quantized weights, with their baselines in
+// the same binary: a plain memory-read loop (BM_read_bandwidth) and Eigen's
+// fp32 GEMV. Compare ratios of medians from one run (bench/README.md).
+//
+//   BM_read_bandwidth/<MiB>          sum of a float array (GBps)
+//   BM_gemv_fp32_eigen/<M>/<K>       Eigen y = W x, fp32 row-major
+//   BM_gemv_int<b>_g128[_q8]/<M>/<K> lowbit gemv, fp32 (or int8) activations
+//   BM_gemv_int4_g128_dram/<M>/<K>   the same, cycling over copies totalling
+//                                    >= 4x the last-level cache
+//   BM_gemm_int4_g128[_q8]/<M>/<K>/<N>  lowbit gemm, N tokens
+// Counters: weight_bytes (stored bytes of W), GBps (stored bytes read / s).
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include <Eigen/Core>
+
+#include "bench_common.hpp"
+
+using namespace lowbit;
+
+namespace {
+
+const GroupQuantMatrix& quantized(std::size_t M, std::size_t K, int bits) {
+  static std::map<std::tuple<std::size_t, std::size_t, int>, std::unique_ptr<GroupQuantMatrix>> cache;
+  auto& slot = cache[{M, K, bits}];
+  if (!slot) {
+    rtn::Options o;
+    o.bits = bits;
+    o.group = 128;
+    slot = std::make_unique<GroupQuantMatrix>(rtn::quantize(bench::weights(M, K), o));
+  }
+  return *slot;
+}
+
+void BM_read_bandwidth(benchmark::State& st) {
+  const std::size_t n = std::size_t(st.range(0)) << 18;  // MiB of floats
+  std::vector<float> a(n, 1.0f);
+  const int t = bench::threads();
+  std::vector<float> partial(std::size_t(t) * 16);
+  for (auto _ : st) {
+    parallel_for(n, 1 << 16, t, [&](std::size_t b, std::size_t e) {
+      // 8 independent sums so the loop is bound by loads, not by add latency.
+      float s[8] = {};
+      std::size_t i = b;
+      for (; i + 8 <= e; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += a[i + j];
+      for (; i < e; ++i) s[0] += a[i];
+      float tot = 0;
+      for (float v : s) tot += v;
+      partial[(b / (1 << 16)) % partial.size()] = tot;
+    });
+    benchmark::DoNotOptimize(partial.data());
+  }
+  bench::set_bandwidth(st, double(n) * 4);
+}
+
+void BM_gemv_fp32_eigen(benchmark::State& st) {
+  const auto M = Eigen::Index(st.range(0)), K = Eigen::Index(st.range(1));
+  const Matrix w = bench::weights(std::size_t(M), std::size_t(K));
+  Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> W(w.data(), M, K);
+  const std::vector<float> xv = bench::activations(std::size_t(K));
+  Eigen::Map<const Eigen::VectorXf> x(xv.data(), K);
+  Eigen::VectorXf y(M);
+  for (auto _ : st) {
+    y.noalias() = W * x;
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_bytes"] = double(M) * double(K) * 4;
+  bench::set_bandwidth(st, double(M) * double(K) * 4);
+}
+
+void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const GroupQuantMatrix& q = quantized(M, K, bits);
+  // DRAM-resident: copies totalling >= 4x the LLC, used in turn.
+  std::vector<GroupQuantMatrix> copies;
+  if (dram) copies.assign(4 * bench::llc_bytes() / q.bytes() + 2, q);
+  const std::vector<float> x = bench::activations(K);
+  std::vector<float> y(M);
+  const RunOptions ro{act, bench::threads()};
+  std::size_t i = 0;
+  for (auto _ : st) {
+    gemv(dram ? copies[i++ % copies.size()] : q, x, y, ro);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_bytes"] = double(q.bytes());
+  if (dram) st.counters["copies"] = double(copies.size());
+  bench::set_bandwidth(st, double(q.bytes()));
+}
+
+void BM_gemv_int4_g128(benchmark::State& st) { run_gemv(st, 4, Activations::fp32, false); }
+void BM_gemv_int4_g128_q8(benchmark::State& st) { run_gemv(st, 4, Activations::int8, false); }
+void BM_gemv_int3_g128(benchmark::State& st) { run_gemv(st, 3, Activations::fp32, false); }
+void BM_gemv_int2_g128(benchmark::State& st) { run_gemv(st, 2, Activations::fp32, false); }
+void BM_gemv_int4_g128_dram(benchmark::State& st) { run_gemv(st, 4, Activations::fp32, true); }
+void BM_gemv_int4_g128_q8_dram(benchmark::State& st) { run_gemv(st, 4, Activations::int8, true); }
+
+void run_gemm(benchmark::State& st, Activations act) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1)), N = std::size_t(st.range(2));
+  const GroupQuantMatrix& q = quantized(M, K, 4);
+  Matrix X(N, K), Y(N, M);
+  for (std::size_t n = 0; n < N; ++n) {
+    const auto x = bench::activations(K, unsigned(n + 3));
+    std::copy(x.begin(), x.end(), X.row(n));
+  }
+  const RunOptions ro{act, bench::threads()};
+  for (auto _ : st) {
+    gemm(q, X, Y, ro);
+    benchmark::DoNotOptimize(Y.data());
+  }
+  st.counters["weight_bytes"] = double(q.bytes());
+  bench::set_bandwidth(st, double(q.bytes()));
+}
+void BM_gemm_int4_g128(benchmark::State& st) { run_gemm(st, Activations::fp32); }
+void BM_gemm_int4_g128_q8(benchmark::State& st) { run_gemm(st, Activations::int8); }
+
+void shapes(benchmark::internal::Benchmark* b) {
+  for (auto [m, k] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {4096, 14336}}) b->Args({m, k});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_read_bandwidth)->Arg(8)->Arg(64)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemv_fp32_eigen)->Apply(shapes);
+BENCHMARK(BM_gemv_int4_g128)->Apply(shapes);
+BENCHMARK(BM_gemv_int4_g128_q8)->Apply(shapes);
+BENCHMARK(BM_gemv_int3_g128)->Apply(shapes);
+BENCHMARK(BM_gemv_int2_g128)->Apply(shapes);
+BENCHMARK(BM_gemv_int4_g128_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemv_int4_g128_q8_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemm_int4_g128)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemm_int4_g128_q8)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  lowbit::bench::set_context();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
