@@ -39,9 +39,21 @@ struct GroupParams {
 
 inline int max_code(int bits) noexcept { return (1 << bits) - 1; }
 
+// Round half to even, exact for |v| <= 2^22: adding 1.5 * 2^23 leaves no
+// fraction bits, so the FPU's default rounding does the work (std::nearbyint
+// is a library call without SSE4.1, and this is the quantizers' inner loop).
+inline float round_even(float v) noexcept {
+  v = std::clamp(v, -4194304.0f, 4194304.0f);
+#if defined(__FAST_MATH__)
+  return std::nearbyint(v);  // -ffast-math would fold the trick below to v
+#else
+  return (v + 12582912.0f) - 12582912.0f;
+#endif
+}
+
 // w -> code: clamp(round_half_even(w / s) + z, 0, 2^b - 1).
 inline int quantize_code(float w, GroupParams p, int bits) noexcept {
-  const float q = std::nearbyint(w / p.scale) + float(p.zero);
+  const float q = round_even(w / p.scale) + float(p.zero);
   return int(std::clamp(q, 0.0f, float(max_code(bits))));
 }
 inline float dequantize_code(int q, GroupParams p) noexcept { return p.scale * float(q - p.zero); }
@@ -69,10 +81,15 @@ inline GroupParams params_for(float lo, float hi, float peak, const GroupFit& f)
   return p;
 }
 
-inline double group_sq_error(const float* w, std::size_t n, GroupParams p, int bits) noexcept {
-  double e = 0;
+// Squared error of quantizing a group with p: the clipping search's
+// criterion, written to vectorize (float sums, reciprocal scale; it ranks
+// candidates, the codes themselves come from quantize_code).
+inline float group_sq_error(const float* w, std::size_t n, GroupParams p, int bits) noexcept {
+  const float inv = 1.0f / p.scale, z = float(p.zero), hi = float(max_code(bits));
+  float e = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const double d = double(dequantize_code(quantize_code(w[i], p, bits), p)) - double(w[i]);
+    const float q = std::min(std::max(round_even(w[i] * inv) + z, 0.0f), hi);
+    const float d = p.scale * (q - z) - w[i];
     e += d * d;
   }
   return e;
@@ -88,12 +105,12 @@ inline GroupParams fit_group(const float* w, std::size_t n, const GroupFit& f) {
   }
   GroupParams best = params_for(lo, hi, peak, f);
   if (f.clip == Clip::minmax) return best;
-  double best_err = group_sq_error(w, n, best, f.bits);
+  float best_err = group_sq_error(w, n, best, f.bits);
   const int steps = int(f.max_shrink * float(f.grid));
   for (int i = 1; i < steps; ++i) {
     const float shrink = 1.0f - float(i) / float(f.grid);
     const GroupParams p = params_for(shrink * lo, shrink * hi, shrink * peak, f);
-    const double e = group_sq_error(w, n, p, f.bits);
+    const float e = group_sq_error(w, n, p, f.bits);
     if (e < best_err) {
       best_err = e;
       best = p;
