@@ -3,6 +3,7 @@
 include(CMakeFindDependencyMacro)
 find_dependency(Eigen3 3.3 NO_MODULE)
 find_dependency(xsimd 8)
+find_dependency(Threads)
 # Debian's xsimd 8.1 target lists a bare "xtl" link item (only needed for
 # xtl's complex type, which lowbit does not use). Without an xtl target that
 # turns into "-lxtl" and the link fails, so drop it.

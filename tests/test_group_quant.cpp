@@ -65,7 +65,7 @@ void check_gemv(const GroupQuantMatrix& q, const std::vector<float>& x) {
 
 }  // namespace
 
-TEST_CASE("rtn: error falls as bits rise; MSE clipping never worse", "[rtn]") {
+TEST_CASE("rtn: error falls as bits rise, MSE clipping never worse", "[rtn]") {
   const Matrix w = test::llm_weights(64, 512, 1);
   double prev = std::numeric_limits<double>::infinity();
   for (int bits : {2, 3, 4, 8}) {
