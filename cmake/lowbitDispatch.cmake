@@ -13,10 +13,12 @@
 # The TUs are added lowest ISA first and after the target's other sources:
 # inline functions shared by all TUs (the standard library's, for one) are then
 # taken by the linker from the least demanding copy.
-set(_lowbit_dispatch_dir "${CMAKE_CURRENT_LIST_DIR}")
+# A global property, not a variable: add_subdirectory(lowbit) scopes variables.
+set_property(GLOBAL PROPERTY LOWBIT_DISPATCH_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 function(lowbit_add_dispatch target)
   cmake_parse_arguments(ARG "" "" "ARCHS" ${ARGN})
+  get_property(_lowbit_dispatch_dir GLOBAL PROPERTY LOWBIT_DISPATCH_DIR)
   if(NOT ARG_ARCHS)
     if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i686)$")
       set(ARG_ARCHS sse4_1 avx2 avx512bw avx512vnni)

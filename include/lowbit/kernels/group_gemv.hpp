@@ -2,10 +2,14 @@
 //
 // Two activation paths:
 //  - fp32: y_r = sum_k s_g(k) (q_rk - z_g(k)) x_k in float.
-//  - int8: x is quantized per block of 32 (d_b = max|x| / 127, xq = round(x /
-//    d_b), like llama.cpp's q8_0) and the code-times-activation sums are
-//    integer dot products (maddubs / vpdpbusd / sdot).
-// Both use y_r = sum_b s_g(b) d_b (sum_{k in b} q_k a_k) - sum_g s_g z_g A_g,
+//  - int8: x is quantized per *segment* (d_j = max|x| / 127, xq = round(x /
+//    d_j)), where a segment is the weight group when g <= 256 (else the
+//    largest multiple of 32 up to 256 that divides g), like llama.cpp's q8_K
+//    blocks for its k-quants. The code-times-activation sums are integer dot
+//    products (maddubs / vpdpbusd / sdot); without VNNI several blocks are
+//    added as int16 before one widening, and there is one int -> float
+//    conversion per segment.
+// Both use y_r = sum_g s_g (sum_{k in g} q_k a_k) - sum_g s_g z_g A_g,
 // where A_g sums the group's activations once per call (shared by all rows),
 // so the hot loop is decode, multiply, add: the zero points never enter it.
 //
@@ -45,8 +49,9 @@ struct PreparedActivations {
   bool int8 = false;
   int lanes = 0;               // fp32 path: x is permuted for this many float lanes (0: natural order)
   std::vector<float> x;        // fp32 path: nb * 32
+  std::size_t segment = act_block;  // int8 path: activations per scale d
   std::vector<std::int8_t> q;  // int8 path: nb * 32
-  std::vector<float> d;        // int8 path: nb block scales
+  std::vector<float> d;        // int8 path: one scale per segment
   std::vector<float> group_sum;
 
   // lanes: the float lanes L of the kernel that will read x. The fast fp32
@@ -77,24 +82,46 @@ struct PreparedActivations {
       }
       return;
     }
+    segment = act_segment(group);
+    const std::size_t ns = (K + segment - 1) / segment;
     q.assign(nb * act_block, 0);
-    d.assign(nb, 0.0f);
-    for (std::size_t b = 0; b < nb; ++b) {
-      const std::size_t k0 = b * act_block, k1 = std::min(K, k0 + act_block);
+    d.assign(ns, 0.0f);
+    for (std::size_t i = 0; i < ns; ++i) {
+      const std::size_t k0 = i * segment, k1 = std::min(K, k0 + segment);
       float amax = 0;
       for (std::size_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(src[k]));
       if (amax == 0.0f) continue;
-      const float db = amax / 127.0f, inv = 127.0f / amax;
+      const float di = amax / 127.0f, inv = 127.0f / amax;
       int sum = 0;
       for (std::size_t k = k0; k < k1; ++k) {
         const int v = int(std::nearbyint(src[k] * inv));
         q[k] = std::int8_t(std::clamp(v, -127, 127));
         sum += q[k];
       }
-      d[b] = db;
-      // Block sums go to their group (g % 32 == 0 on the int8 fast path;
-      // the reference recomputes sums itself for other groups).
-      group_sum[k0 / group] += db * float(sum);
+      d[i] = di;
+      // A segment lies in one group when g % 32 == 0 (the int8 fast path);
+      // the reference recomputes sums itself for other groups.
+      group_sum[k0 / group] += di * float(sum);
+    }
+  }
+
+  // The int8 segment for group size g (see the header comment).
+  static std::size_t act_segment(std::size_t g) noexcept {
+    if (g % act_block != 0) return act_block;
+    std::size_t s = std::min<std::size_t>(g, 256) / act_block * act_block;
+    while (g % s != 0) s -= act_block;
+    return s;
+  }
+
+  // The activations the kernels multiply by, in natural order: x (fp32) or
+  // d_b q_k (int8). out: K floats.
+  void values(float* out, std::size_t K) const noexcept {
+    const std::size_t L = std::size_t(lanes), run = 4 * L;
+    for (std::size_t k = 0; k < K; ++k) {
+      if (int8)
+        out[k] = d[k / segment] * float(q[k]);
+      else
+        out[k] = L ? x[(k / run) * run + (k % 4) * L + (k % run) / 4] : x[k];
     }
   }
 };
@@ -112,7 +139,7 @@ inline void group_gemv_reference(const GroupQuantMatrix& w, const float* x, cons
     for (std::size_t k = 0; k < w.cols; ++k) {
       const std::size_t j = k / w.group;
       const double wk = double(w.scale(r, j)) * double(int(codes[k]) - w.zero(r, j));
-      const double xk = (a && a->int8) ? double(a->d[k / act_block]) * double(a->q[k]) : double(x[k]);
+      const double xk = (a && a->int8) ? double(a->d[k / a->segment]) * double(a->q[k]) : double(x[k]);
       acc += wk * xk;
     }
     y[r] = float(acc);
@@ -131,6 +158,10 @@ struct block_decoder {
   using u8 = simd::u8<Tag>;
   static constexpr int S = int(u8::size), H = 32 / S;
   static constexpr int planes = bitpack::plane_count(Bits);
+  // Blocks per unit: one chunk of the narrowest plane (at least 2, so that
+  // two accumulators alternate). Within a unit every plane's bit-field is a
+  // compile-time constant.
+  static constexpr int unit = std::max(2, 8 / bitpack::plane_width(Bits, planes - 1));
   const std::uint8_t* plane[4] = {};
 
   block_decoder(const std::uint8_t* row, std::size_t K) noexcept {
@@ -141,8 +172,7 @@ struct block_decoder {
   u8 decode(std::size_t b, int h) const noexcept {
     return decode_planes(b, 0, h, std::make_integer_sequence<int, planes>{});
   }
-  // Block 8u + J of a unit of 8 blocks (256 codes): every plane's bit-field
-  // is then a compile-time constant (the shifts become immediates).
+  // Block unit * u + J: the shifts become immediates.
   template <int J>
   u8 decode_unit(std::size_t u, int h) const noexcept {
     return decode_planes(u, std::integral_constant<int, J>{}, h, std::make_integer_sequence<int, planes>{});
@@ -152,7 +182,7 @@ struct block_decoder {
   template <int P, class JT>
   static constexpr bool fixed = !std::is_same_v<JT, int>;
 
-  // Plane P's contribution to block b (JT = int) or to block 8b + J (JT =
+  // Plane P's contribution to block b (JT = int) or to block unit * b + J (JT =
   // integral_constant<int, J>): bit-field (block mod F) of chunk (block div F),
   // shifted to the plane's place in the code.
   template <int P, class JT>
@@ -166,7 +196,7 @@ struct block_decoder {
     std::size_t chunk;
     int field;
     if constexpr (fixed<P, JT>) {
-      chunk = b * std::size_t(8 / F) + std::size_t(JT::value / F);
+      chunk = b * std::size_t(unit / F) + std::size_t(JT::value / F);
       field = JT::value % F;
     } else {
       (void)j;
@@ -198,6 +228,14 @@ struct code_block {
   template <int J>
   code_block(const D& dec, std::size_t u, std::integral_constant<int, J>) noexcept {
     for (int h = 0; h < D::H; ++h) c[h] = dec.template decode_unit<J>(u, h);
+  }
+
+  // Pair sums code_k q_k as int16 lanes (Bits <= 4: no saturation).
+  simd::i16<Tag> madd16(const std::int8_t* q) const noexcept {
+    static_assert(Bits <= 4, "8-bit codes overflow int16 pair sums");
+    simd::i16<Tag> p = simd::madd_u8i8<Tag>(c[0], simd::i8<Tag>::load_unaligned(q));
+    for (int h = 1; h < D::H; ++h) p += simd::madd_u8i8<Tag>(c[h], simd::i8<Tag>::load_unaligned(q + h * D::S));
+    return p;
   }
 
   // sum_k code_k q_k with int8 activations. 8-bit codes are split into two
@@ -254,18 +292,22 @@ struct float_block {
   }
 };
 
-// Scales and zero points of one row as floats, decoded once per row.
+// Scales and zero points of one row as floats, decoded once per row. The
+// zero points (one packed row of M * G codes) go through the same SIMD block
+// decoder as the weights.
 template <class Tag, int Bits>
 struct row_params {
+  using D = block_decoder<Tag, Bits>;
   const GroupQuantMatrix& w;
-  std::size_t G, zn;
-  std::size_t zplane[4] = {};
+  std::size_t G;
   std::vector<float> s, z;
+  D zdec;
+  std::vector<std::uint8_t> zb;
 
   explicit row_params(const GroupQuantMatrix& m)
-      : w(m), G(m.groups_per_row()), zn(m.rows * G), s(G), z(G, float(1 << (Bits - 1))) {
-    for (int p = 0; p < bitpack::plane_count(Bits); ++p) zplane[p] = bitpack::plane_offset(zn, Bits, p);
-  }
+      : w(m), G(m.groups_per_row()), s(G), z(G, float(1 << (Bits - 1))),
+        zdec(m.symmetric ? m.codes.data() : m.zeros.data(), m.symmetric ? 0 : m.rows * G),
+        zb((G / act_block + 2) * act_block) {}
 
   void load(std::size_t r) noexcept {
     const std::uint8_t* sp = w.scales.data() + r * G * scale_bytes(w.scale_type);
@@ -279,27 +321,11 @@ struct row_params {
       std::memcpy(s.data(), sp, G * 4);
     }
     if (w.symmetric) return;
-    for (std::size_t j = 0; j < G; ++j) z[j] = float(zero_code(r * G + j));
-  }
-
-  // bitpack::get with the planes known at compile time.
-  unsigned zero_code(std::size_t i) const noexcept {
-    return zero_planes(i, std::make_integer_sequence<int, bitpack::plane_count(Bits)>{});
-  }
-  template <int... P>
-  unsigned zero_planes(std::size_t i, std::integer_sequence<int, P...>) const noexcept {
-    unsigned v = 0;
-    int low = 0;
-    auto one = [&](auto pc) {
-      constexpr int P_ = decltype(pc)::value, wd = bitpack::plane_width(Bits, P_);
-      constexpr std::size_t cc = bitpack::chunk_codes(wd);
-      const std::size_t j = i % cc;
-      const unsigned byte = w.zeros[zplane[P_] + (i / cc) * bitpack::chunk_bytes + j % 32];
-      v |= ((byte >> (unsigned(wd) * unsigned(j / 32))) & ((1u << wd) - 1u)) << low;
-      low += wd;
-    };
-    (one(std::integral_constant<int, P>{}), ...);
-    return v;
+    const std::size_t i0 = r * G, b0 = i0 / act_block, b1 = (i0 + G - 1) / act_block;
+    for (std::size_t b = b0; b <= b1; ++b)
+      for (int h = 0; h < D::H; ++h) zdec.decode(b, h).store_unaligned(zb.data() + (b - b0) * act_block + h * D::S);
+    const std::uint8_t* zr = zb.data() + (i0 - b0 * act_block);
+    for (std::size_t j = 0; j < G; ++j) z[j] = float(zr[j]);
   }
 
   // sum_j s_j z_j A_j: the zero-point term of the row for activations a.
@@ -317,55 +343,146 @@ inline void unroll(std::integer_sequence<int, J...>, Fn&& f) {
 }
 
 // y[t][r] for rows [r0, r1) and exactly NT prepared activation vectors
-// (gemv: NT = 1; gemm: a tile of tokens). Each block is decoded once per
-// tile; block sums are scaled by d_b (int8 path) as they come and by s_g once
-// per group. Blocks go in pairs to two accumulators, so no FMA latency chain
-// runs across blocks and every accumulator index is a compile-time constant
-// (a runtime index would put the accumulators on the stack). Where a group
-// spans whole units of 8 blocks (g a multiple of 256), blocks run in units
-// with compile-time bit-fields.
-template <class Tag, int Bits, int NT>
-void group_rows(const GroupQuantMatrix& w, const PreparedActivations* const* a, float* const* y, std::size_t r0,
-                std::size_t r1) {
+// (gemv: NT = 1; gemm with few tokens: a tile of tokens). Each block is
+// decoded once per tile. Blocks run in decoder units (compile-time
+// bit-fields) and alternate between two accumulators, so no latency chain
+// runs across neighbouring blocks and every accumulator index is a
+// compile-time constant (a runtime index would put them on the stack).
+//   fp32: block sums accumulate in float and are scaled by s_g per group.
+//   int8: block sums accumulate as integers (int16 for up to `blocks16`
+//         blocks, then int32), are converted and scaled by d once per
+//         activation segment, and by s_g once per group.
+// A unit may straddle groups (e.g. 3 bits, g = 128): a segment or group is
+// closed after its last block, whatever unit that lies in.
+template <class Tag, int Bits, int NT, bool Int8>
+void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const* a, float* const* y,
+                    std::size_t r0, std::size_t r1) {
   using F = simd::f32<Tag>;
+  using I32 = simd::i32<Tag>;
+  using I16 = simd::i16<Tag>;
   using CB = code_block<Tag, Bits>;
+  using D = block_decoder<Tag, Bits>;
+  constexpr int U = D::unit;
+  // An int16 lane takes 2 H products code * xq per block, each at most
+  // (2^Bits - 1) * 127 in magnitude: this many blocks cannot overflow.
+  constexpr bool use16 = Int8 && Bits <= 4 && !Tag::vnni;
+  constexpr std::size_t blocks16 = (32767 / (((1 << Bits) - 1) * 127)) / (2 * D::H);
+  static_assert(!use16 || blocks16 >= 1);
   const std::size_t nb = (w.cols + act_block - 1) / act_block, bpg = w.group / act_block;
-  const bool int8 = a[0]->int8;
+  const std::size_t nu = (nb + U - 1) / U, bps = Int8 ? a[0]->segment / act_block : bpg;
+  // Activation pointers in locals: through a[t]-> the compiler reloads them
+  // every block.
+  const std::int8_t* aq[NT];
+  const float *ad[NT], *ax[NT];
+  for (int t = 0; t < NT; ++t) {
+    aq[t] = a[t]->q.data();
+    ad[t] = a[t]->d.data();
+    ax[t] = a[t]->x.data();
+  }
+  const std::size_t upg = bpg / U;
+  const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
   row_params<Tag, Bits> rp(w);
   for (std::size_t r = r0; r < r1; ++r) {
     rp.load(r);
-    const block_decoder<Tag, Bits> dec(w.row_codes(r), w.cols);
-    F acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = F(0.0f);
-    for (std::size_t j = 0; j < rp.G; ++j) {
-      F g0[NT], g1[NT];
-      for (int t = 0; t < NT; ++t) g0[t] = g1[t] = F(0.0f);
-      auto block = [&](const CB& cb, std::size_t b, F* g) {
-        if (int8) {
-          for (int t = 0; t < NT; ++t)
-            g[t] = xsimd::fma(xsimd::to_float(cb.dot_q8(a[t]->q.data() + b * act_block)), F(a[t]->d[b]), g[t]);
+    const D dec(w.row_codes(r), w.cols);
+    F acc[NT], g0[NT], g1[NT];
+    I32 i0[NT], i1[NT];
+    I16 p0[NT], p1[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = g0[t] = g1[t] = F(0.0f);
+      i0[t] = i1[t] = I32(0);
+      p0[t] = p1[t] = I16(0);
+    }
+    std::size_t j = 0, group_end = std::min(bpg, nb), seg = 0, seg_end = std::min(bps, nb), n16 = 0;
+    auto widen = [&] {
+      for (int t = 0; t < NT; ++t) {
+        i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
+        p0[t] = p1[t] = I16(0);
+      }
+      n16 = 0;
+    };
+    // Common case (e.g. int4 g128): whole groups of whole units, one
+    // segment per group, few enough blocks for int16: no per-block checks.
+    if (fast) {
+      for (std::size_t u = 0; u < nu; u += upg) {
+        for (std::size_t v = u; v < u + upg; ++v)
+          unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
+            constexpr bool odd = J() % 2;
+            const std::size_t b = v * U + std::size_t(J());
+            const CB cb(dec, v, J);
+            for (int t = 0; t < NT; ++t) {
+              if constexpr (!Int8)
+                (odd ? g1 : g0)[t] += float_block<Tag, Bits>(cb).dot(ax[t] + b * act_block);
+              else if constexpr (use16)
+                (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
+              else
+                (odd ? i1 : i0)[t] += cb.dot_q8(aq[t] + b * act_block);
+            }
+          });
+        const F s(rp.s[j]);
+        for (int t = 0; t < NT; ++t) {
+          if constexpr (Int8) {
+            if constexpr (use16) i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
+            acc[t] = xsimd::fma(xsimd::to_float(i0[t] + i1[t]), s * F(ad[t][j]), acc[t]);
+            i0[t] = i1[t] = I32(0);
+            p0[t] = p1[t] = I16(0);
+          } else {
+            acc[t] = xsimd::fma(g0[t] + g1[t], s, acc[t]);
+            g0[t] = g1[t] = F(0.0f);
+          }
+        }
+        ++j;
+      }
+    } else
+    for (std::size_t u = 0; u < nu; ++u)
+      unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
+        constexpr bool odd = J() % 2;
+        const std::size_t b = u * U + std::size_t(J());
+        if (b >= nb) return;
+        const CB cb(dec, u, J);
+        if constexpr (Int8) {
+          for (int t = 0; t < NT; ++t) {
+            if constexpr (use16)
+              (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
+            else
+              (odd ? i1 : i0)[t] += cb.dot_q8(aq[t] + b * act_block);
+          }
+          if constexpr (use16)
+            if (++n16 == blocks16) widen();
+          if (b + 1 == seg_end) {
+            if constexpr (use16) widen();
+            for (int t = 0; t < NT; ++t) {
+              g0[t] = xsimd::fma(xsimd::to_float(i0[t] + i1[t]), F(ad[t][seg]), g0[t]);
+              i0[t] = i1[t] = I32(0);
+            }
+            ++seg;
+            seg_end = std::min(seg_end + bps, nb);
+          }
         } else {
           const float_block<Tag, Bits> fb(cb);
-          for (int t = 0; t < NT; ++t) g[t] += fb.dot(a[t]->x.data() + b * act_block);
+          for (int t = 0; t < NT; ++t) (odd ? g1 : g0)[t] += fb.dot(ax[t] + b * act_block);
         }
-      };
-      std::size_t b = j * bpg;
-      const std::size_t b1 = std::min(nb, b + bpg);
-      if (bpg % 8 == 0)
-        for (; b + 8 <= b1; b += 8)
-          unroll(std::make_integer_sequence<int, 8>{}, [&](auto J) {
-            block(CB(dec, b / 8, J), b + std::size_t(J()), J() % 2 ? g1 : g0);
-          });
-      for (; b + 2 <= b1; b += 2) {
-        block(CB(dec, b), b, g0);
-        block(CB(dec, b + 1), b + 1, g1);
-      }
-      if (b < b1) block(CB(dec, b), b, g0);
-      const F s(rp.s[j]);
-      for (int t = 0; t < NT; ++t) acc[t] = xsimd::fma(g0[t] + g1[t], s, acc[t]);
-    }
+        if (b + 1 == group_end) {
+          const F s(rp.s[j]);
+          for (int t = 0; t < NT; ++t) {
+            acc[t] = xsimd::fma(g0[t] + g1[t], s, acc[t]);
+            g0[t] = g1[t] = F(0.0f);
+          }
+          ++j;
+          group_end = std::min(group_end + bpg, nb);
+        }
+      });
     for (int t = 0; t < NT; ++t) y[t][r] = xsimd::hadd(acc[t]) - rp.bias(*a[t]);
   }
+}
+
+template <class Tag, int Bits, int NT>
+void group_rows(const GroupQuantMatrix& w, const PreparedActivations* const* a, float* const* y, std::size_t r0,
+                std::size_t r1) {
+  if (a[0]->int8)
+    group_rows_for<Tag, Bits, NT, true>(w, a, y, r0, r1);
+  else
+    group_rows_for<Tag, Bits, NT, false>(w, a, y, r0, r1);
 }
 
 template <class Tag, int Bits>
@@ -376,24 +493,100 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
 }
 
-// Y[n, r] (row stride ldy) for all n tokens, rows [r0, r1), in tiles of 4
-// tokens. A short last tile repeats its last token and drops those results.
+// Rows [r0, r1) of w dequantized, natural order: out row i at out + i * ldo,
+// K floats, zero-padded up to the next multiple of 32.
+template <class Tag, int Bits>
+void dequantize_rows(const GroupQuantMatrix& w, std::size_t r0, std::size_t r1, float* out, std::size_t ldo) {
+  using D = block_decoder<Tag, Bits>;
+  const std::size_t K = w.cols, nb = (K + act_block - 1) / act_block;
+  std::vector<std::uint8_t> c(nb * act_block);
+  row_params<Tag, Bits> rp(w);
+  for (std::size_t r = r0; r < r1; ++r) {
+    rp.load(r);
+    const D dec(w.row_codes(r), K);
+    for (std::size_t b = 0; b < nb; ++b)
+      for (int h = 0; h < D::H; ++h) dec.decode(b, h).store_unaligned(c.data() + b * act_block + h * D::S);
+    float* o = out + (r - r0) * ldo;
+    for (std::size_t j = 0; j < rp.G; ++j) {
+      const float s = rp.s[j], z = rp.z[j];
+      const std::size_t k1 = std::min(K, (j + 1) * w.group);
+      for (std::size_t k = j * w.group; k < k1; ++k) o[k] = s * (float(c[k]) - z);  // vectorized by the compiler
+    }
+    std::fill(o + K, o + nb * act_block, 0.0f);
+  }
+}
+
+// C[i][j] = sum_k A[i][k] B[j][k] for A: TI x K, B: TJ x K (row strides lda,
+// ldb, K a multiple of the float lanes): a register tile of TI x TJ
+// accumulators; every loaded vector feeds TJ or TI FMAs.
+template <class Tag, int TI, int TJ>
+void dot_tile(const float* A, std::size_t lda, const float* B, std::size_t ldb, std::size_t K, float* C,
+              std::size_t ldc) {
+  using F = simd::f32<Tag>;
+  constexpr std::size_t L = F::size;
+  F acc[TI][TJ];
+  for (int i = 0; i < TI; ++i)
+    for (int j = 0; j < TJ; ++j) acc[i][j] = F(0.0f);
+  for (std::size_t k = 0; k < K; k += L) {
+    F x[TI];
+    for (int i = 0; i < TI; ++i) x[i] = F::load_unaligned(A + i * lda + k);
+    for (int j = 0; j < TJ; ++j) {
+      const F wv = F::load_unaligned(B + j * ldb + k);
+      for (int i = 0; i < TI; ++i) acc[i][j] = xsimd::fma(x[i], wv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < TI; ++i)
+    for (int j = 0; j < TJ; ++j) C[i * ldc + j] = xsimd::hadd(acc[i][j]);
+}
+
+// Token counts from which gemm dequantizes panels of rows and runs a dense
+// register-tiled product instead of decoding every block once per tile of 4
+// tokens: dequantizing costs about one gemv, repaid from here on
+// (bench_gemv: BM_gemm_int4_g128/.../N).
+inline constexpr std::size_t gemm_dense_tokens = 8;
+
+// Y[n, r] (row stride ldy) for all n tokens, rows [r0, r1).
+//  n < gemm_dense_tokens: tiles of 4 tokens through group_rows; a short last
+//    tile repeats its last token and drops those results.
+//  otherwise: panels of rows are dequantized to fp32 and multiplied with the
+//    activations (x, or d_b q_k for int8) by a 4 x 3 register tile. The
+//    product is the same sum as gemv's, in another order.
 template <class Tag, int Bits>
 void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
                      std::size_t ldy, std::size_t r0, std::size_t r1) {
-  constexpr int NT = 4;
-  std::vector<float> scratch(w.rows);
-  for (std::size_t n0 = 0; n0 < n; n0 += NT) {
-    const PreparedActivations* in[NT];
-    float* out[NT];
-    for (int t = 0; t < NT; ++t) {
-      const std::size_t i = n0 + std::size_t(t);
-      in[t] = &a[std::min(i, n - 1)];
-      out[t] = i < n ? Y + i * ldy : scratch.data();
+  if (n < gemm_dense_tokens) {
+    constexpr int NT = 4;
+    std::vector<float> scratch(w.rows);
+    for (std::size_t n0 = 0; n0 < n; n0 += NT) {
+      const PreparedActivations* in[NT];
+      float* out[NT];
+      for (int t = 0; t < NT; ++t) {
+        const std::size_t i = n0 + std::size_t(t);
+        in[t] = &a[std::min(i, n - 1)];
+        out[t] = i < n ? Y + i * ldy : scratch.data();
+      }
+      group_rows<Tag, Bits, NT>(w, in, out, r0, r1);
     }
-    // Token tiles are the outer loop: a tile's activations stay in cache
-    // while the rows stream.
-    group_rows<Tag, Bits, NT>(w, in, out, r0, r1);
+    return;
+  }
+  constexpr std::size_t TI = 4, TJ = 3;
+  const std::size_t K = w.cols, Kp = (K + act_block - 1) / act_block * act_block;
+  const std::size_t n4 = (n + TI - 1) / TI * TI;
+  std::vector<float> X(n4 * Kp, 0.0f);
+  for (std::size_t i = 0; i < n; ++i) a[i].values(X.data() + i * Kp, K);
+  // A panel of about 1 MiB of dequantized rows (at least one tile) is reused
+  // by every token tile while it sits in L2.
+  const std::size_t P = std::max<std::size_t>(TJ, (std::size_t(1) << 18) / Kp / TJ * TJ);
+  std::vector<float> Wp(P * Kp), C(n4 * P);
+  for (std::size_t p0 = r0; p0 < r1; p0 += P) {
+    const std::size_t pr = std::min(P, r1 - p0), prp = (pr + TJ - 1) / TJ * TJ;
+    dequantize_rows<Tag, Bits>(w, p0, p0 + pr, Wp.data(), Kp);
+    std::fill(Wp.begin() + std::ptrdiff_t(pr * Kp), Wp.begin() + std::ptrdiff_t(prp * Kp), 0.0f);
+    for (std::size_t j = 0; j < prp; j += TJ)
+      for (std::size_t i = 0; i < n4; i += TI)
+        dot_tile<Tag, TI, TJ>(X.data() + i * Kp, Kp, Wp.data() + j * Kp, Kp, Kp, C.data() + i * P + j, P);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = 0; j < pr; ++j) Y[i * ldy + p0 + j] = C[i * P + j];
   }
 }
 

@@ -23,6 +23,7 @@ template <class Tag> using f32 = xsimd::batch<float, typename Tag::arch>;
 template <class Tag> using i32 = xsimd::batch<std::int32_t, typename Tag::arch>;
 template <class Tag> using u8 = xsimd::batch<std::uint8_t, typename Tag::arch>;
 template <class Tag> using i8 = xsimd::batch<std::int8_t, typename Tag::arch>;
+template <class Tag> using i16 = xsimd::batch<std::int16_t, typename Tag::arch>;
 
 template <class Tag>
 inline constexpr bool is_256 = std::is_same_v<typename Tag::arch, xsimd::fma3<xsimd::avx2>>;
@@ -82,6 +83,45 @@ inline i32<Tag> dot_u8i8(i32<Tag> acc, u8<Tag> a, i8<Tag> b) noexcept {
 #endif
   static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "dot_u8i8: no implementation for this ISA");
   return acc;
+}
+
+// Pair sums of unsigned-times-signed bytes as int16 lanes (which pairs land
+// in which lane is ISA-specific; kernels only ever add all lanes up):
+// sum over lanes = sum_i a[i] * b[i]. Same precondition as dot_u8i8. Lets a
+// kernel add several blocks in int16 before widening once (llama.cpp's
+// q4_K x q8_K kernels do the same); the caller bounds the count.
+template <class Tag>
+inline i16<Tag> madd_u8i8(u8<Tag> a, i8<Tag> b) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_maddubs_epi16(__m256i(a), __m256i(b));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_maddubs_epi16(__m128i(a), __m128i(b));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) {
+    const int8x16_t sa = vreinterpretq_s8_u8(a);
+    return vpaddq_s16(vmull_s8(vget_low_s8(sa), vget_low_s8(b)), vmull_high_s8(sa, b));
+  }
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "madd_u8i8: no implementation for this ISA");
+  return {};
+}
+
+// int16 lanes widened by adding neighbours: out[j] = v[2j] + v[2j+1].
+template <class Tag>
+inline i32<Tag> widen_pairs(i16<Tag> v) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_madd_epi16(__m256i(v), _mm256_set1_epi16(1));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_madd_epi16(__m128i(v), _mm_set1_epi16(1));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return vpaddlq_s16(v);
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_pairs: no implementation for this ISA");
+  return {};
 }
 
 // Scalar fp16 -> float with the F16C instruction where the ISA has it;
