@@ -113,15 +113,18 @@ struct PreparedActivations {
     return s;
   }
 
-  // The activations the kernels multiply by, in natural order: x (fp32) or
-  // d_b q_k (int8). out: K floats.
-  void values(float* out, std::size_t K) const noexcept {
-    const std::size_t L = std::size_t(lanes), run = 4 * L;
+  // The activations the kernels multiply by, x (fp32) or d q_k (int8), in
+  // the order of a kernel with L float lanes (0: natural order, see
+  // `lanes`). out: K floats.
+  void values(float* out, std::size_t K, std::size_t L) const noexcept {
+    const std::size_t run = 4 * L;
+    auto at = [&](std::size_t k) {  // natural index -> stored index for `lanes`
+      const std::size_t l = std::size_t(lanes), r = 4 * l;
+      return l ? (k / r) * r + (k % 4) * l + (k % r) / 4 : k;
+    };
     for (std::size_t k = 0; k < K; ++k) {
-      if (int8)
-        out[k] = d[k / segment] * float(q[k]);
-      else
-        out[k] = L ? x[(k / run) * run + (k % 4) * L + (k % run) / 4] : x[k];
+      const float v = int8 ? d[k / segment] * float(q[k]) : x[at(k)];
+      out[L ? (k / run) * run + (k % 4) * L + (k % run) / 4 : k] = v;
     }
   }
 };
@@ -303,30 +306,42 @@ struct row_params {
   std::vector<float> s, z;
   D zdec;
   std::vector<std::uint8_t> zb;
+  const std::uint8_t* sp = nullptr;  // the row's scales
+  const std::uint8_t* zr = nullptr;  // the row's zero codes (asymmetric)
 
   explicit row_params(const GroupQuantMatrix& m)
       : w(m), G(m.groups_per_row()), s(G), z(G, float(1 << (Bits - 1))),
         zdec(m.symmetric ? m.codes.data() : m.zeros.data(), m.symmetric ? 0 : m.rows * G),
         zb((G / act_block + 2) * act_block) {}
 
-  void load(std::size_t r) noexcept {
-    const std::uint8_t* sp = w.scales.data() + r * G * scale_bytes(w.scale_type);
-    if (w.scale_type == ScaleType::fp16) {
-      for (std::size_t j = 0; j < G; ++j) {
-        std::uint16_t h;
-        std::memcpy(&h, sp + 2 * j, 2);
-        s[j] = simd::half_to_float<Tag>(h);
-      }
-    } else {
-      std::memcpy(s.data(), sp, G * 4);
+  // Row r: raw scales and zero codes, and (full) the float arrays s, z.
+  void load(std::size_t r, bool full = true) noexcept {
+    sp = w.scales.data() + r * G * scale_bytes(w.scale_type);
+    if (!w.symmetric) {
+      const std::size_t i0 = r * G, b0 = i0 / act_block, b1 = (i0 + G - 1) / act_block;
+      for (std::size_t b = b0; b <= b1; ++b)
+        for (int h = 0; h < D::H; ++h)
+          zdec.decode(b, h).store_unaligned(zb.data() + (b - b0) * act_block + h * D::S);
+      zr = zb.data() + (i0 - b0 * act_block);
     }
-    if (w.symmetric) return;
-    const std::size_t i0 = r * G, b0 = i0 / act_block, b1 = (i0 + G - 1) / act_block;
-    for (std::size_t b = b0; b <= b1; ++b)
-      for (int h = 0; h < D::H; ++h) zdec.decode(b, h).store_unaligned(zb.data() + (b - b0) * act_block + h * D::S);
-    const std::uint8_t* zr = zb.data() + (i0 - b0 * act_block);
-    for (std::size_t j = 0; j < G; ++j) z[j] = float(zr[j]);
+    if (!full) return;
+    for (std::size_t j = 0; j < G; ++j) s[j] = scale(j);
+    if (!w.symmetric)
+      for (std::size_t j = 0; j < G; ++j) z[j] = float(zr[j]);
   }
+
+  // Group j of the loaded row, without the arrays.
+  float scale(std::size_t j) const noexcept {
+    if (w.scale_type == ScaleType::fp32) {
+      float v;
+      std::memcpy(&v, sp + 4 * j, 4);
+      return v;
+    }
+    std::uint16_t h;
+    std::memcpy(&h, sp + 2 * j, 2);
+    return simd::half_to_float<Tag>(h);
+  }
+  float zero(std::size_t j) const noexcept { return w.symmetric ? float(1 << (Bits - 1)) : float(zr[j]); }
 
   // sum_j s_j z_j A_j: the zero-point term of the row for activations a.
   float bias(const PreparedActivations& a) const noexcept {
@@ -373,8 +388,9 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   // Activation pointers in locals: through a[t]-> the compiler reloads them
   // every block.
   const std::int8_t* aq[NT];
-  const float *ad[NT], *ax[NT];
+  const float *ad[NT], *ax[NT], *ag[NT];
   for (int t = 0; t < NT; ++t) {
+    ag[t] = a[t]->group_sum.data();
     aq[t] = a[t]->q.data();
     ad[t] = a[t]->d.data();
     ax[t] = a[t]->x.data();
@@ -383,8 +399,9 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
   row_params<Tag, Bits> rp(w);
   for (std::size_t r = r0; r < r1; ++r) {
-    rp.load(r);
+    rp.load(r, !fast);
     const D dec(w.row_codes(r), w.cols);
+    float bias[NT] = {};
     F acc[NT], g0[NT], g1[NT];
     I32 i0[NT], i1[NT];
     I16 p0[NT], p1[NT];
@@ -419,8 +436,12 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
                 (odd ? i1 : i0)[t] += cb.dot_q8(aq[t] + b * act_block);
             }
           });
-        const F s(rp.s[j]);
+        // Scale, zero point and the zero-point term here rather than in
+        // per-row loops: scalar work that overlaps the vector work.
+        const float sj = rp.scale(j), szj = sj * rp.zero(j);
+        const F s(sj);
         for (int t = 0; t < NT; ++t) {
+          bias[t] += szj * ag[t][j];
           if constexpr (Int8) {
             if constexpr (use16) i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
             acc[t] = xsimd::fma(xsimd::to_float(i0[t] + i1[t]), s * F(ad[t][j]), acc[t]);
@@ -433,7 +454,9 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
         }
         ++j;
       }
-    } else
+      for (int t = 0; t < NT; ++t) y[t][r] = xsimd::hadd(acc[t]) - bias[t];
+      continue;
+    }
     for (std::size_t u = 0; u < nu; ++u)
       unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
         constexpr bool odd = J() % 2;
@@ -493,26 +516,28 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
 }
 
-// Rows [r0, r1) of w dequantized, natural order: out row i at out + i * ldo,
-// K floats, zero-padded up to the next multiple of 32.
+// Rows [r0, r1) of w dequantized, in the float-lane order of float_block
+// (the order PreparedActivations::values gives for the same lanes): out row
+// i at out + i * ldo, whole 32-code blocks. Codes past K dequantize to the
+// finite -s z and meet zero activations.
 template <class Tag, int Bits>
 void dequantize_rows(const GroupQuantMatrix& w, std::size_t r0, std::size_t r1, float* out, std::size_t ldo) {
+  using F = simd::f32<Tag>;
   using D = block_decoder<Tag, Bits>;
-  const std::size_t K = w.cols, nb = (K + act_block - 1) / act_block;
-  std::vector<std::uint8_t> c(nb * act_block);
+  constexpr int L = int(F::size), H = D::H;
+  const std::size_t K = w.cols, nb = (K + act_block - 1) / act_block, bpg = w.group / act_block;
   row_params<Tag, Bits> rp(w);
   for (std::size_t r = r0; r < r1; ++r) {
     rp.load(r);
     const D dec(w.row_codes(r), K);
-    for (std::size_t b = 0; b < nb; ++b)
-      for (int h = 0; h < D::H; ++h) dec.decode(b, h).store_unaligned(c.data() + b * act_block + h * D::S);
     float* o = out + (r - r0) * ldo;
-    for (std::size_t j = 0; j < rp.G; ++j) {
-      const float s = rp.s[j], z = rp.z[j];
-      const std::size_t k1 = std::min(K, (j + 1) * w.group);
-      for (std::size_t k = j * w.group; k < k1; ++k) o[k] = s * (float(c[k]) - z);  // vectorized by the compiler
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::size_t j = b / bpg;
+      const F s(rp.s[j]), sz(-rp.s[j] * rp.z[j]);
+      const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, b)};
+      for (int h = 0; h < H; ++h)
+        for (int p = 0; p < 4; ++p) xsimd::fma(fb.f[h][p], s, sz).store_unaligned(o + b * act_block + (4 * h + p) * L);
     }
-    std::fill(o + K, o + nb * act_block, 0.0f);
   }
 }
 
@@ -540,40 +565,53 @@ void dot_tile(const float* A, std::size_t lda, const float* B, std::size_t ldb, 
 }
 
 // Token counts from which gemm dequantizes panels of rows and runs a dense
-// register-tiled product instead of decoding every block once per tile of 4
-// tokens: dequantizing costs about one gemv, repaid from here on
-// (bench_gemv: BM_gemm_int4_g128/.../N).
-inline constexpr std::size_t gemm_dense_tokens = 8;
+// register-tiled fp32 product instead of decoding every block once per tile
+// of tokens. Dequantizing costs about one fp32 gemv, the dense product about
+// a quarter of one per token (bench_gemv, BM_gemm_int4_g128*/N on AVX2), so
+// it pays from 4 tokens with fp32 activations; the int8 gemv is about 2.5x
+// faster than the fp32 one, so with int8 activations only from 12.
+inline std::size_t gemm_dense_tokens(bool int8) noexcept { return int8 ? 12 : 4; }
+
+// Tiles of NT tokens through group_rows; a short last tile repeats its last
+// token and drops those results.
+template <class Tag, int Bits, int NT>
+void group_gemm_tiles(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
+                      std::size_t ldy, std::size_t r0, std::size_t r1) {
+  std::vector<float> scratch(w.rows);
+  for (std::size_t n0 = 0; n0 < n; n0 += NT) {
+    const PreparedActivations* in[NT];
+    float* out[NT];
+    for (int t = 0; t < NT; ++t) {
+      const std::size_t i = n0 + std::size_t(t);
+      in[t] = &a[std::min(i, n - 1)];
+      out[t] = i < n ? Y + i * ldy : scratch.data();
+    }
+    group_rows<Tag, Bits, NT>(w, in, out, r0, r1);
+  }
+}
 
 // Y[n, r] (row stride ldy) for all n tokens, rows [r0, r1).
-//  n < gemm_dense_tokens: tiles of 4 tokens through group_rows; a short last
-//    tile repeats its last token and drops those results.
+//  n < gemm_dense_tokens: token tiles through group_rows (one decode of each
+//    block per tile).
 //  otherwise: panels of rows are dequantized to fp32 and multiplied with the
-//    activations (x, or d_b q_k for int8) by a 4 x 3 register tile. The
+//    activations (x, or d q_k for int8) by a 4 x 3 register tile. The
 //    product is the same sum as gemv's, in another order.
 template <class Tag, int Bits>
 void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
                      std::size_t ldy, std::size_t r0, std::size_t r1) {
-  if (n < gemm_dense_tokens) {
-    constexpr int NT = 4;
-    std::vector<float> scratch(w.rows);
-    for (std::size_t n0 = 0; n0 < n; n0 += NT) {
-      const PreparedActivations* in[NT];
-      float* out[NT];
-      for (int t = 0; t < NT; ++t) {
-        const std::size_t i = n0 + std::size_t(t);
-        in[t] = &a[std::min(i, n - 1)];
-        out[t] = i < n ? Y + i * ldy : scratch.data();
-      }
-      group_rows<Tag, Bits, NT>(w, in, out, r0, r1);
+  if (n < gemm_dense_tokens(a[0].int8)) {
+    switch (n) {
+      case 1: return group_gemm_tiles<Tag, Bits, 1>(w, a, n, Y, ldy, r0, r1);
+      case 2: return group_gemm_tiles<Tag, Bits, 2>(w, a, n, Y, ldy, r0, r1);
+      case 3: return group_gemm_tiles<Tag, Bits, 3>(w, a, n, Y, ldy, r0, r1);
+      default: return group_gemm_tiles<Tag, Bits, 4>(w, a, n, Y, ldy, r0, r1);
     }
-    return;
   }
   constexpr std::size_t TI = 4, TJ = 3;
   const std::size_t K = w.cols, Kp = (K + act_block - 1) / act_block * act_block;
   const std::size_t n4 = (n + TI - 1) / TI * TI;
   std::vector<float> X(n4 * Kp, 0.0f);
-  for (std::size_t i = 0; i < n; ++i) a[i].values(X.data() + i * Kp, K);
+  for (std::size_t i = 0; i < n; ++i) a[i].values(X.data() + i * Kp, K, simd::f32<Tag>::size);
   // A panel of about 1 MiB of dequantized rows (at least one tile) is reused
   // by every token tile while it sits in L2.
   const std::size_t P = std::max<std::size_t>(TJ, (std::size_t(1) << 18) / Kp / TJ * TJ);

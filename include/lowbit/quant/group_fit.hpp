@@ -119,6 +119,17 @@ inline GroupParams fit_group(const float* w, std::size_t n, const GroupFit& f) {
   return best;
 }
 
+// Quantize-dequantize n values in groups of `group` ("fake quantization"):
+// out[i] is what the stored codes would decode to. Search loops (AWQ's scale
+// and clipping searches) score candidates with this.
+inline void fake_quantize(const float* w, std::size_t n, std::size_t group, const GroupFit& f, float* out) {
+  for (std::size_t k0 = 0; k0 < n; k0 += group) {
+    const std::size_t m = std::min(group, n - k0);
+    const GroupParams p = fit_group(w + k0, m, f);
+    for (std::size_t k = k0; k < k0 + m; ++k) out[k] = dequantize_code(quantize_code(w[k], p, f.bits), p);
+  }
+}
+
 inline void check_group_fit(const GroupFit& f, const char* where) {
   LOWBIT_CHECK(f.bits == 2 || f.bits == 3 || f.bits == 4 || f.bits == 8, where, "bits must be 2, 3, 4 or 8, got ",
                f.bits);
