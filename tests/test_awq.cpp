@@ -7,14 +7,17 @@ using namespace lowbit;
 
 namespace {
 
-// Tokens with AWQ's structure: most channels N(0, 1), a few salient
-// channels with large magnitude (the outlier channels of LLM activations).
+// Tokens with AWQ's structure: channels N(0, 1) except 1% salient ones
+// (every 100th) that are 20-100x larger, as the outlier channels of LLM
+// activations.
+float channel_gain(std::size_t k) { return k % 100 == 7 ? 20.0f + float((k * 37) % 81) : 1.0f; }
+
 Matrix tokens(std::size_t n, std::size_t K, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd;
   Matrix X(n, K);
   for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t k = 0; k < K; ++k) X(t, k) = nd(rng) * (k % 61 == 5 ? 25.0f : 1.0f);
+    for (std::size_t k = 0; k < K; ++k) X(t, k) = nd(rng) * channel_gain(k);
   return X;
 }
 
@@ -138,15 +141,22 @@ TEST_CASE("awq: beats RTN on held-out tokens (int4 and int3, g128)", "[awq]") {
     ro.clip = Clip::mse;
     const double rtn_mse = output_mse(W, dequantize(rtn::quantize(W, ro)), Xeval);
     const double awq = output_mse(W, awq_effective(res.weights[0], res.scales), Xeval);
-    INFO("bits " << bits << ": alpha " << res.alpha << ", output MSE awq " << awq << ", rtn " << rtn
-                 << ", rtn mse-clip " << rtn_mse);
+    o.clip = false;
+    const awq::Result unclipped = awq::quantize(W, c, o);
+    const double awq_noclip = output_mse(W, awq_effective(unclipped.weights[0], unclipped.scales), Xeval);
+    INFO("bits " << bits << ": alpha " << res.alpha << ", held-out output MSE: awq " << awq << ", awq without clip "
+                 << awq_noclip << ", rtn " << rtn << ", rtn mse-clip " << rtn_mse);
     REQUIRE(res.loss.size() == 20);
     REQUIRE(res.alpha > 0.0f);  // salient channels exist: some scaling must win
     REQUIRE(res.best_loss() < res.rtn_loss());
     // AWQ §3: protecting salient channels cuts the output error well below
-    // RTN's (measured ~0.4x here); require a clear win, not a tie.
-    REQUIRE(awq < 0.7 * rtn);
-    REQUIRE(awq < 0.7 * rtn_mse);
+    // RTN's. Measured here: awq / rtn = 0.097 (int4) and 0.089 (int3); assert
+    // at least 50% lower than either RTN variant.
+    REQUIRE(awq < 0.5 * rtn);
+    REQUIRE(awq < 0.5 * rtn_mse);
+    // Clipping is searched on calibration tokens; on held-out ones it must
+    // not make things worse either.
+    REQUIRE(awq <= awq_noclip);
   }
 }
 
@@ -173,6 +183,22 @@ TEST_CASE("awq: alpha = 0 is RTN; the loss curve is the scored quantity", "[awq]
   const awq::Result clipped = awq::quantize(W, c, o);
   REQUIRE(clipped.alpha == res.alpha);
   REQUIRE(output_mse(W, awq_effective(clipped.weights[0], clipped.scales), X) <= chosen * (1 + 1e-6));
+}
+
+TEST_CASE("awq: scoring a sample of rows picks the alpha of the full search", "[awq]") {
+  const std::size_t M = 1024, K = 256;
+  const Matrix W = test::llm_weights(M, K, 26);
+  const Calibration c = calibrate(tokens(256, K, 27));
+  awq::Options o;
+  o.clip = false;
+  o.loss_rows = 0;
+  const awq::Result full = awq::quantize(W, c, o);
+  o.loss_rows = 128;
+  const awq::Result part = awq::quantize(W, c, o);
+  INFO("alpha full " << full.alpha << ", from 128 rows " << part.alpha);
+  // The same alpha, or one whose full-search loss is within 1% of the best.
+  const double chosen = full.loss[std::size_t(std::lround(part.alpha * 20))];
+  REQUIRE(chosen <= full.best_loss() * 1.01);
 }
 
 TEST_CASE("awq: linears sharing one input get one scale vector", "[awq]") {
@@ -267,6 +293,10 @@ TEST_CASE("awq: bad input", "[awq]") {
   co.sample_tokens = 0;
   REQUIRE_THROWS_AS(awq::quantize(W, calibrate(tokens(8, 128, 21), co)), lowbit::error);
   REQUIRE_THROWS_AS(awq::quantize(W, Calibration(128)), lowbit::error);  // no tokens
+  REQUIRE_THROWS_AS(awq::quantize(W, calibrate(Matrix(16, 128, 0.0f))), lowbit::error);  // all-zero activations
+  o = {};
+  o.grid = 0;
+  REQUIRE_THROWS_AS(awq::quantize(W, c, o), lowbit::error);
   std::vector<float> nw(10), s(11);
   REQUIRE_THROWS_AS(awq::fold_into_norm(nw, s), lowbit::error);
   Matrix P(10, 4);

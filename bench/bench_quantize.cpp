@@ -1,0 +1,53 @@
+// Offline quantization cost: AWQ's searches against plain RTN, same run.
+//
+//   BM_rtn_quantize/<M>/<K>            RTN min-max, int4 g128
+//   BM_awq_quantize/<M>/<K>/<tokens>   AWQ int4 g128, default options, a
+//                                      calibration sample of <tokens> tokens
+// Threads: LOWBIT_BENCH_THREADS (default 1).
+#include "bench_common.hpp"
+
+using namespace lowbit;
+
+namespace {
+
+void BM_rtn_quantize(benchmark::State& st) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const Matrix w = bench::weights(M, K);
+  rtn::Options o;
+  o.threads = bench::threads();
+  for (auto _ : st) benchmark::DoNotOptimize(rtn::quantize(w, o).codes.data());
+}
+
+void BM_awq_quantize(benchmark::State& st) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1)), T = std::size_t(st.range(2));
+  const Matrix w = bench::weights(M, K);
+  Calibration calib(K, CalibrationOptions{false, T, 0});
+  Matrix X(T, K);
+  for (std::size_t t = 0; t < T; ++t) {
+    const auto x = bench::activations(K, unsigned(t + 10));
+    std::copy(x.begin(), x.end(), X.row(t));
+  }
+  calib.add(X);
+  awq::Options o;
+  o.threads = bench::threads();
+  float alpha = 0;
+  for (auto _ : st) {
+    const awq::Result r = awq::quantize(w, calib, o);
+    alpha = r.alpha;
+    benchmark::DoNotOptimize(r.weights[0].codes.data());
+  }
+  st.counters["alpha"] = alpha;
+}
+
+}  // namespace
+
+BENCHMARK(BM_rtn_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_awq_quantize)->Args({4096, 4096, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  lowbit::bench::set_context();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
