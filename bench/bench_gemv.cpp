@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include <Eigen/Core>
+#include <xsimd/xsimd.hpp>
 
 #include "bench_common.hpp"
 
@@ -40,14 +41,21 @@ void BM_read_bandwidth(benchmark::State& st) {
   std::vector<float> partial(std::size_t(t) * 16);
   for (auto _ : st) {
     parallel_for(n, 1 << 16, t, [&](std::size_t b, std::size_t e) {
-      // 8 independent sums so the loop is bound by loads, not by add latency.
-      float s[8] = {};
+      // Widest vectors of the build, 4 independent sums: bound by loads, not
+      // by add latency (a scalar or single-chain loop would measure the
+      // adder, and flatter every kernel compared with it).
+      using V = xsimd::batch<float>;
+      constexpr std::size_t L = V::size;
+      V s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
       std::size_t i = b;
-      for (; i + 8 <= e; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += a[i + j];
-      for (; i < e; ++i) s[0] += a[i];
-      float tot = 0;
-      for (float v : s) tot += v;
+      for (; i + 4 * L <= e; i += 4 * L) {
+        s0 += V::load_unaligned(&a[i]);
+        s1 += V::load_unaligned(&a[i + L]);
+        s2 += V::load_unaligned(&a[i + 2 * L]);
+        s3 += V::load_unaligned(&a[i + 3 * L]);
+      }
+      float tot = xsimd::hadd((s0 + s1) + (s2 + s3));
+      for (; i < e; ++i) tot += a[i];
       partial[(b / (1 << 16)) % partial.size()] = tot;
     });
     benchmark::DoNotOptimize(partial.data());
