@@ -1,6 +1,8 @@
 // Offline quantization cost: AWQ's searches against plain RTN, same run.
 //
 //   BM_rtn_quantize/<M>/<K>            RTN min-max, int4 g128
+//   BM_gptq_quantize/<M>/<K>           GPTQ int4 g128, Hessian given (its
+//                                      preparation is not timed)
 //   BM_awq_quantize/<M>/<K>/<tokens>   AWQ int4 g128, default options, a
 //                                      calibration sample of <tokens> tokens
 // Threads: LOWBIT_BENCH_THREADS (default 1).
@@ -39,8 +41,30 @@ void BM_awq_quantize(benchmark::State& st) {
   st.counters["alpha"] = alpha;
 }
 
+// A correlated Hessian from bench activations (outlier channels included).
+Eigen::MatrixXd bench_hessian(std::size_t K, std::size_t tokens) {
+  Calibration calib(K, CalibrationOptions{true, 0, 0});
+  Matrix X(tokens, K);
+  for (std::size_t t = 0; t < tokens; ++t) {
+    const auto x = bench::activations(K, unsigned(t + 10));
+    for (std::size_t k = 0; k < K; ++k) X(t, k) = x[k] + 0.5f * x[(k + 1) % K];  // neighbour correlation
+  }
+  calib.add(X);
+  return calib.hessian();
+}
+
+void BM_gptq_quantize(benchmark::State& st) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const Matrix w = bench::weights(M, K);
+  const Eigen::MatrixXd H = bench_hessian(K, 512);
+  gptq::Options o;
+  o.threads = bench::threads();
+  for (auto _ : st) benchmark::DoNotOptimize(gptq::quantize(w, H, o).weights.codes.data());
+}
+
 }  // namespace
 
+BENCHMARK(BM_gptq_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_rtn_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_awq_quantize)->Args({4096, 4096, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -50,5 +50,7 @@ function(lowbit_add_dispatch target)
     string(TOUPPER ${isa} _up)
     list(APPEND _defs LOWBIT_DISPATCH_${_up}=1)
   endforeach()
-  target_compile_definitions(${target} PRIVATE LOWBIT_DISPATCH=1 ${_defs})
+  # PUBLIC: every TU that includes lowbit must agree on the dispatch (a
+  # library target passes this on to what links it).
+  target_compile_definitions(${target} PUBLIC LOWBIT_DISPATCH=1 ${_defs})
 endfunction()

@@ -160,7 +160,7 @@ TEST_CASE("awq: beats RTN on held-out tokens (int4 and int3, g128)", "[awq]") {
   }
 }
 
-TEST_CASE("awq: alpha = 0 is RTN; the loss curve is the scored quantity", "[awq]") {
+TEST_CASE("awq: alpha = 0 is RTN, and the loss curve is the scored quantity", "[awq]") {
   const std::size_t M = 64, K = 256;
   const Matrix W = test::llm_weights(M, K, 6);
   const Matrix X = tokens(128, K, 7);

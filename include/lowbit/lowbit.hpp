@@ -12,5 +12,6 @@
 #include "kernels/gemv.hpp"
 #include "quant/awq.hpp"
 #include "quant/calibration.hpp"
+#include "quant/gptq.hpp"
 #include "quant/rtn.hpp"
 #include "simd/arch.hpp"

@@ -7,7 +7,7 @@
 #error "dispatch_tu.hpp is included by the TUs lowbit_add_dispatch() generates"
 #endif
 
-#include "../lowbit.hpp"
+#include "dispatch.hpp"
 
 #define LOWBIT_CAT2(a, b) a##b
 #define LOWBIT_CAT(a, b) LOWBIT_CAT2(a, b)
