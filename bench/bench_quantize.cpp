@@ -3,6 +3,8 @@
 //   BM_rtn_quantize/<M>/<K>            RTN min-max, int4 g128
 //   BM_gptq_quantize/<M>/<K>           GPTQ int4 g128, Hessian given (its
 //                                      preparation is not timed)
+//   BM_spqr_quantize/<M>/<K>           SpQR defaults (3-bit, beta1 = beta2 = 16,
+//                                      tau 0.2, act-order), Hessian given
 //   BM_awq_quantize/<M>/<K>/<tokens>   AWQ int4 g128, default options, a
 //                                      calibration sample of <tokens> tokens
 // Threads: LOWBIT_BENCH_THREADS (default 1).
@@ -62,8 +64,20 @@ void BM_gptq_quantize(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(gptq::quantize(w, H, o).weights.codes.data());
 }
 
+void BM_spqr_quantize(benchmark::State& st) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const Matrix w = bench::weights(M, K);
+  const Eigen::MatrixXd H = bench_hessian(K, 512);
+  spqr::Options o;
+  o.threads = bench::threads();
+  spqr::Stats s;
+  for (auto _ : st) benchmark::DoNotOptimize(spqr::quantize(w, H, o, &s).codes.data());
+  st.counters["outlier_pct"] = 100.0 * double(s.outliers) / double(M * K);
+}
+
 }  // namespace
 
+BENCHMARK(BM_spqr_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gptq_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_rtn_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_awq_quantize)->Args({4096, 4096, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
