@@ -24,13 +24,6 @@ Eigen::MatrixXd correlated_hessian(std::size_t K, unsigned seed, std::size_t tok
   return X.transpose() * X / double(tokens);
 }
 
-// tr((W - Q) H (W - Q)^T): the output error GPTQ minimizes.
-double hessian_error(const Matrix& W, const Matrix& Q, const Eigen::MatrixXd& H) {
-  Eigen::MatrixXd D(Eigen::Index(W.rows()), Eigen::Index(W.cols()));
-  for (std::size_t r = 0; r < W.rows(); ++r)
-    for (std::size_t k = 0; k < W.cols(); ++k) D(Eigen::Index(r), Eigen::Index(k)) = double(Q(r, k)) - double(W(r, k));
-  return (D * H * D.transpose()).trace();
-}
 
 // Unblocked GPTQ in double, written from the paper's Algorithm 1 without the
 // Cholesky reformulation: after each column, H^-1 loses that column by one
@@ -102,7 +95,7 @@ TEST_CASE("gptq: the blocked Cholesky loop equals the unblocked algorithm", "[gp
       for (std::size_t k = 0; k < K; ++k) differ += Q(r, k) != ref(r, k);
     INFO(differ << " of " << M * K << " weights differ from the unblocked run");
     REQUIRE(differ <= M * K / 200);
-    REQUIRE(hessian_error(W, Q, H) == Approx(hessian_error(W, ref, H)).epsilon(1e-3));
+    REQUIRE(test::hessian_error(W, Q, H) == Approx(test::hessian_error(W, ref, H)).epsilon(1e-3));
   }
   {
     // block > group: as the reference, a group's statistics come from the
@@ -112,8 +105,8 @@ TEST_CASE("gptq: the blocked Cholesky loop equals the unblocked algorithm", "[gp
     o.group = 32;
     o.block = 96;
     const Matrix Q = dequantize(gptq::quantize(W, H, o).weights);
-    INFO("error block 96 " << hessian_error(W, Q, H) << ", unblocked " << hessian_error(W, ref, H));
-    REQUIRE(hessian_error(W, Q, H) < 1.1 * hessian_error(W, ref, H));
+    INFO("error block 96 " << test::hessian_error(W, Q, H) << ", unblocked " << test::hessian_error(W, ref, H));
+    REQUIRE(test::hessian_error(W, Q, H) < 1.1 * test::hessian_error(W, ref, H));
   }
 }
 
@@ -126,11 +119,11 @@ TEST_CASE("gptq: beats RTN on correlated inputs", "[gptq]") {
     o.bits = bits;
     rtn::Options ro;
     ro.bits = bits;
-    const double e_rtn = hessian_error(W, dequantize(rtn::quantize(W, ro)), H);
-    const double e_gptq = hessian_error(W, dequantize(gptq::quantize(W, H, o).weights), H);
+    const double e_rtn = test::hessian_error(W, dequantize(rtn::quantize(W, ro)), H);
+    const double e_gptq = test::hessian_error(W, dequantize(gptq::quantize(W, H, o).weights), H);
     o.act_order = true;
     o.static_groups = true;
-    const double e_act = hessian_error(W, dequantize(gptq::quantize(W, H, o).weights), H);
+    const double e_act = test::hessian_error(W, dequantize(gptq::quantize(W, H, o).weights), H);
     INFO("int" << bits << " g128: tr(D H D^T) rtn " << e_rtn << ", gptq " << e_gptq << ", gptq act-order " << e_act);
     // Measured: gptq / rtn = 0.31 (int4), 0.31 (int3), 0.48 (int2); with
     // act-order 0.14, 0.13, 0.16. Assert GPTQ at least 40% lower than RTN.

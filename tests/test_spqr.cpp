@@ -17,12 +17,6 @@ Eigen::MatrixXd hessian_of(std::size_t K, unsigned seed, std::size_t tokens = 20
   return X.transpose() * X / double(tokens);
 }
 
-double hessian_error(const Matrix& W, const Matrix& Q, const Eigen::MatrixXd& H) {
-  Eigen::MatrixXd D(static_cast<Eigen::Index>(W.rows()), static_cast<Eigen::Index>(W.cols()));
-  for (std::size_t r = 0; r < W.rows(); ++r)
-    for (std::size_t k = 0; k < W.cols(); ++k) D(Eigen::Index(r), Eigen::Index(k)) = double(Q(r, k)) - double(W(r, k));
-  return (D * H * D.transpose()).trace();
-}
 
 // LLM-like weights with rare large entries (the weights SpQR keeps in fp16).
 Matrix weights_with_outliers(std::size_t M, std::size_t K, unsigned seed) {
@@ -49,8 +43,8 @@ TEST_CASE("spqr: beats GPTQ int4 g128 at ~3.6-4 bits, outliers help", "[spqr]") 
   gptq::Options go;
   go.act_order = go.static_groups = true;
   const GroupQuantMatrix g4 = gptq::quantize(W, H, go).weights;
-  const double e = hessian_error(W, dequantize(q), H), e0 = hessian_error(W, dequantize(q0), H),
-               eg = hessian_error(W, dequantize(g4), H);
+  const double e = test::hessian_error(W, dequantize(q), H), e0 = test::hessian_error(W, dequantize(q0), H),
+               eg = test::hessian_error(W, dequantize(g4), H);
   INFO("spqr " << q.bits_per_weight() << " bpw, " << st.outliers << " outliers ("
                << 100.0 * double(st.outliers) / double(M * K) << "%): error " << e << "; without outliers "
                << q0.bits_per_weight() << " bpw: " << e0 << "; gptq int4 g128 act-order " << g4.bits_per_weight()

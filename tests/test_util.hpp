@@ -63,6 +63,15 @@ inline double frob_error(const Matrix& a, const Matrix& b) {
   return e;
 }
 
+// tr((Q - W) H (Q - W)^T): the output error of quantized weights Q for
+// inputs with second moment H, what GPTQ-style methods minimize.
+inline double hessian_error(const Matrix& W, const Matrix& Q, const Eigen::MatrixXd& H) {
+  Eigen::MatrixXd D(static_cast<Eigen::Index>(W.rows()), static_cast<Eigen::Index>(W.cols()));
+  for (std::size_t r = 0; r < W.rows(); ++r)
+    for (std::size_t k = 0; k < W.cols(); ++k) D(Eigen::Index(r), Eigen::Index(k)) = double(Q(r, k)) - double(W(r, k));
+  return (D * H * D.transpose()).trace();
+}
+
 inline std::string shared_data_dir() {
 #ifdef LOWBIT_SHARED_DATA
   return LOWBIT_SHARED_DATA;
