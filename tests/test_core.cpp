@@ -149,6 +149,14 @@ TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitp
       bitpack::unpack(packed.data(), n, bits, back.data());
       INFO("bits " << bits << " n " << n);
       REQUIRE(back == codes);
+      // Ranges at odd offsets and lengths, against get().
+      for (std::size_t first : {std::size_t(0), n / 3, n > 5 ? n - 5 : 0}) {
+        const std::size_t count = std::min<std::size_t>(n - first, 77);
+        std::vector<std::uint8_t> part(count + 1, 0xAA);
+        bitpack::unpack_range(packed.data(), n, bits, first, count, part.data());
+        for (std::size_t i = 0; i < count; ++i) REQUIRE(part[i] == bitpack::get(packed.data(), n, bits, first + i));
+        REQUIRE(part[count] == 0xAA);  // nothing written past the range
+      }
       // Exactly n * bits payload bits are set at most; padding is zero.
       std::size_t ones = 0, want = 0;
       for (auto b : packed) ones += std::size_t(__builtin_popcount(b));

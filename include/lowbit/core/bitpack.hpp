@@ -105,28 +105,35 @@ inline std::uint8_t get(const std::uint8_t* row, std::size_t n, int bits, std::s
   return std::uint8_t(v);
 }
 
-// Unpack n codes from a packed row. Written run by run (32 codes share a
-// shift), so the inner loop vectorizes; tests check it against get().
-inline void unpack(const std::uint8_t* row, std::size_t n, int bits, std::uint8_t* codes) {
+// Codes [first, first + count) of a packed row of n codes. Written run by
+// run (the 32 codes of a run share one shift), so the inner loop vectorizes;
+// tests check it against get().
+inline void unpack_range(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
+                         std::uint8_t* out) {
   check_bits(bits, "bitpack::unpack");
-  std::fill(codes, codes + n, std::uint8_t(0));
+  assert(first + count <= n);
+  std::fill(out, out + count, std::uint8_t(0));
+  const std::size_t end = first + count;
   int low = 0;
   for (int p = 0; p < plane_count(bits); ++p) {
     const int w = plane_width(bits, p);
     const std::uint8_t* plane = row + plane_offset(n, bits, p);
     const std::size_t cc = chunk_codes(w);
     const unsigned mask = (1u << w) - 1u;
-    for (std::size_t c = 0; c * cc < n; ++c)
-      for (int f = 0; f < 8 / w; ++f) {
-        const std::size_t base = c * cc + std::size_t(f) * chunk_bytes;
-        if (base >= n) break;
-        const std::size_t m = std::min(chunk_bytes, n - base);
-        const std::uint8_t* src = plane + c * chunk_bytes;
-        for (std::size_t b = 0; b < m; ++b)
-          codes[base + b] = std::uint8_t(codes[base + b] | (((unsigned(src[b]) >> (w * f)) & mask) << low));
-      }
+    for (std::size_t run = first / chunk_bytes; run * chunk_bytes < end; ++run) {
+      const std::size_t base = run * chunk_bytes, lo = std::max(first, base), hi = std::min(end, base + chunk_bytes);
+      const std::uint8_t* src = plane + (base / cc) * chunk_bytes;
+      const unsigned shift = unsigned(w) * unsigned((base % cc) / chunk_bytes);
+      for (std::size_t i = lo; i < hi; ++i)
+        out[i - first] = std::uint8_t(out[i - first] | (((unsigned(src[i - base]) >> shift) & mask) << low));
+    }
     low += w;
   }
+}
+
+// Unpack n codes from a packed row.
+inline void unpack(const std::uint8_t* row, std::size_t n, int bits, std::uint8_t* codes) {
+  unpack_range(row, n, bits, 0, n, codes);
 }
 
 }  // namespace lowbit::bitpack

@@ -41,10 +41,8 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
         for (std::size_t i = 0; i < 4 * G; ++i) par[i] = fp16::from_bits(w.stat_params[block * G * 4 + i]).to_float();
       }
       bitpack::unpack(w.row_codes(r), K, w.bits, c.data());
-      for (std::size_t j = 0; j < G; ++j) {
-        sc[j] = bitpack::get(w.scale_codes.data(), nstat, w.stat_bits, r * G + j);
-        zc[j] = bitpack::get(w.zero_codes.data(), nstat, w.stat_bits, r * G + j);
-      }
+      bitpack::unpack_range(w.scale_codes.data(), nstat, w.stat_bits, r * G, G, sc.data());
+      bitpack::unpack_range(w.zero_codes.data(), nstat, w.stat_bits, r * G, G, zc.data());
       float acc = 0;
       for (std::size_t j = 0; j < G; ++j) {
         const std::size_t p0 = j * g, p1 = std::min(K, p0 + g);
