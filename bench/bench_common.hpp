@@ -60,6 +60,15 @@ inline void set_context() {
   benchmark::AddCustomContext("llc_bytes", std::to_string(llc_bytes()));
 }
 
+// main() of every lowbit benchmark binary: Google Benchmark plus lowbit's context.
+inline int run_main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  set_context();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
 // GB/s of `bytes` read per iteration.
 inline void set_bandwidth(benchmark::State& st, double bytes) {
   st.counters["GBps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);

@@ -172,10 +172,4 @@ BENCHMARK(BM_gemv_int4_g128_q8_dram)->Args({4096, 4096})->Unit(benchmark::kMicro
 BENCHMARK(BM_gemm_int4_g128)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemm_int4_g128_q8)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  lowbit::bench::set_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return lowbit::bench::run_main(argc, argv); }

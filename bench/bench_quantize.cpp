@@ -82,10 +82,4 @@ BENCHMARK(BM_gptq_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->
 BENCHMARK(BM_rtn_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_awq_quantize)->Args({4096, 4096, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  lowbit::bench::set_context();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return lowbit::bench::run_main(argc, argv); }

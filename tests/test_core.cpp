@@ -166,6 +166,9 @@ TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitp
   }
   REQUIRE_THROWS_AS(bitpack::pack(nullptr, 0, 9, nullptr), lowbit::error);
   REQUIRE_THROWS_AS(bitpack::unpack(nullptr, 0, 0, nullptr), lowbit::error);
+  std::vector<std::uint8_t> row(bitpack::row_bytes(40, 3)), out(8);
+  REQUIRE_THROWS_AS(bitpack::unpack_range(row.data(), 40, 3, 36, 8, out.data()), lowbit::error);
+  REQUIRE_THROWS_AS(bitpack::unpack_range(row.data(), 40, 3, 41, 0, out.data()), lowbit::error);
 }
 
 TEST_CASE("parallel_for: covers every index once, any thread count", "[core][parallel]") {

@@ -19,6 +19,19 @@ const test::Llama2c* model() {
   return ok ? &m : nullptr;
 }
 
+// The model, or nullptr after a warning when the data is absent.
+const test::Llama2c* model_or_skip() {
+  const test::Llama2c* m = model();
+  if (!m) WARN("../shared/data/stories260K absent: skipped");
+  return m;
+}
+
+// A layer's linears grouped by the input they share, with that input's site
+// (test::Llama2c::Site): q/k/v, o, gate/up, down.
+std::vector<std::pair<int, std::vector<const Matrix*>>> linear_sets(const test::Llama2c::Layer& L) {
+  return {{0, {&L.wq, &L.wk, &L.wv}}, {1, {&L.wo}}, {2, {&L.w1, &L.w3}}, {3, {&L.w2}}};
+}
+
 // The inputs of every linear at every position of `n` stories of a file:
 // acts[layer][site] is a (tokens x width) matrix.
 using Acts = std::vector<std::vector<Matrix>>;
@@ -54,11 +67,8 @@ double output_error(const Matrix& W, const Matrix& What, const Matrix& X) {
 }  // namespace
 
 TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]") {
-  const test::Llama2c* m = model();
-  if (!m) {
-    WARN("../shared/data/stories260K absent: skipped");
-    return;
-  }
+  const test::Llama2c* m = model_or_skip();
+  if (!m) return;
   std::ifstream f(model_dir() + "/ref_logits_eval0_64.bin", std::ios::binary);
   REQUIRE(f);
   std::int32_t n = 0, vocab = 0;
@@ -83,18 +93,14 @@ TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]")
 }
 
 TEST_CASE("real model: AWQ beats RTN on every layer's linears (int3 and int4, g32)", "[real][awq]") {
-  const test::Llama2c* m = model();
-  if (!m) {
-    WARN("../shared/data/stories260K absent: skipped");
-    return;
-  }
+  const test::Llama2c* m = model_or_skip();
+  if (!m) return;
   const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
   for (int bits : {3, 4}) {
     double e_awq = 0, e_rtn = 0;
     for (int l = 0; l < m->n_layers; ++l) {
       const auto& L = m->layers[std::size_t(l)];
-      const std::vector<std::pair<int, std::vector<const Matrix*>>> sets = {
-          {0, {&L.wq, &L.wk, &L.wv}}, {1, {&L.wo}}, {2, {&L.w1, &L.w3}}, {3, {&L.w2}}};
+      const auto sets = linear_sets(L);
       for (const auto& [site, ws] : sets) {
         const Matrix& Xc = cal[std::size_t(l)][std::size_t(site)];
         const Matrix& Xe = ev[std::size_t(l)][std::size_t(site)];
@@ -128,17 +134,13 @@ TEST_CASE("real model: AWQ beats RTN on every layer's linears (int3 and int4, g3
 }
 
 TEST_CASE("real model: GPTQ beats RTN on every layer's linears (int3, g32)", "[real][gptq]") {
-  const test::Llama2c* m = model();
-  if (!m) {
-    WARN("../shared/data/stories260K absent: skipped");
-    return;
-  }
+  const test::Llama2c* m = model_or_skip();
+  if (!m) return;
   const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
   double e_rtn = 0, e_gptq = 0;
   for (int l = 0; l < m->n_layers; ++l) {
     const auto& L = m->layers[std::size_t(l)];
-    const std::vector<std::pair<int, std::vector<const Matrix*>>> sets = {
-        {0, {&L.wq, &L.wk, &L.wv}}, {1, {&L.wo}}, {2, {&L.w1, &L.w3}}, {3, {&L.w2}}};
+    const auto sets = linear_sets(L);
     for (const auto& [site, ws] : sets) {
       Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
       c.add(cal[std::size_t(l)][std::size_t(site)]);

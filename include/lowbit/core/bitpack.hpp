@@ -111,7 +111,8 @@ inline std::uint8_t get(const std::uint8_t* row, std::size_t n, int bits, std::s
 inline void unpack_range(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
                          std::uint8_t* out) {
   check_bits(bits, "bitpack::unpack");
-  assert(first + count <= n);
+  LOWBIT_CHECK(first <= n && count <= n - first, "bitpack::unpack_range", "codes [", first, ", ", first, " + ",
+               count, ") lie outside a row of ", n);
   std::fill(out, out + count, std::uint8_t(0));
   const std::size_t end = first + count;
   int low = 0;

@@ -53,6 +53,12 @@ struct GptqStep {
   std::size_t i;                   // step start within the block (column i1 + i)
 };
 
+inline void check_hessian(const Eigen::MatrixXd& H, Eigen::Index K, const char* where) {
+  LOWBIT_CHECK(H.rows() == K && H.cols() == K, where, "Hessian is ", H.rows(), "x", H.cols(), ", weights have K = ",
+               K);
+  LOWBIT_CHECK(H.allFinite(), where, "Hessian has non-finite entries");
+}
+
 // The column quantizer concept:
 //   std::size_t width() const;      columns per step (divides the block size)
 //   void operator()(const GptqStep& s, Eigen::Ref<Eigen::MatrixXf> q);
@@ -64,9 +70,7 @@ Eigen::MatrixXf gptq_loop(Eigen::MatrixXf W, Eigen::MatrixXd H, double percdamp,
                           const char* where) {
   const Eigen::Index M = W.rows(), K = W.cols();
   const std::size_t width = quant.width();
-  LOWBIT_CHECK(H.rows() == K && H.cols() == K, where, "Hessian is ", H.rows(), "x", H.cols(), ", weights have K = ",
-               K);
-  LOWBIT_CHECK(H.allFinite(), where, "Hessian has non-finite entries");
+  check_hessian(H, K, where);
   LOWBIT_CHECK(percdamp >= 0.0, where, "percdamp must be >= 0, got ", percdamp);
   LOWBIT_CHECK(block > 0 && block % width == 0, where, "block ", block, " must be a positive multiple of the step width ",
                width);
@@ -208,6 +212,7 @@ inline Result quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessian,
   LOWBIT_CHECK(K > 0 && M > 0, where, "empty weight matrix ", M, "x", K);
   LOWBIT_CHECK(!o.act_order || o.static_groups || o.group >= K, where,
                "act_order with groups needs static_groups: the group format stores groups of consecutive inputs");
+  lowbit::detail::check_hessian(hessian, Eigen::Index(K), where);  // before the static groups read it
   const std::size_t G = (K + o.group - 1) / o.group;
   Eigen::MatrixXf W(static_cast<Eigen::Index>(M), static_cast<Eigen::Index>(K));
   for (std::size_t r = 0; r < M; ++r)
@@ -218,7 +223,7 @@ inline Result quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessian,
     // Reference: groups fitted on the (dead-column-zeroed) original weights.
     Eigen::MatrixXf Wz = W;
     for (Eigen::Index k = 0; k < Eigen::Index(K); ++k)
-      if (hessian.rows() == Eigen::Index(K) && hessian(k, k) == 0.0) Wz.col(k).setZero();
+      if (hessian(k, k) == 0.0) Wz.col(k).setZero();
     for (std::size_t j = 0; j < G; ++j) cq.fit_from(Wz, j, j * o.group, std::min(o.group, K - j * o.group));
   }
   Result res;

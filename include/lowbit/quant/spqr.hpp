@@ -151,12 +151,12 @@ struct ColumnQuantizer {
     const bool loo = std::isfinite(threshold) && !o.simplified_outliers;
     parallel_for(M, 64, o.threads, [&](std::size_t r0, std::size_t r1) {
       std::vector<float> g(n), rest(n);
+      std::vector<char> out(n);
       for (std::size_t r = r0; r < r1; ++r) {
         for (std::size_t k = 0; k < n; ++k) g[k] = s.W1(Eigen::Index(r), Eigen::Index(s.i + k));
         if (loo && n > 1) {
           // Leave-one-out: how much the group's error falls without weight l.
           const float base = group_error(g.data(), d.data(), n, fit_minmax(g.data(), n, o.bits), o.bits, n);
-          std::vector<char> out(n, 0);
           std::size_t kept = 0;
           float sum = 0;
           for (std::size_t l = 0; l < n; ++l) {
