@@ -163,30 +163,67 @@ int main(int argc, char** argv) {
   std::printf("%-26s %8s %11s %11s %10s %9s %9s\n", "method", "bits/w", "bytes", "rel. error", "GEMV us",
               "speed-up", "quant s");
   std::printf("%-26s %8.3f %11zu %11s %10.1f %9s %9s\n", "fp32", 32.0, M * K * 4, "0", t_fp32 * 1e6, "1.00x", "-");
-  std::vector<float> xs(K);
-  for (const Method& m : methods) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const Quantized mq = m.make();
-    const double t_quant = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const RunOptions ro{m.act, 1};
-    auto input = [&](std::size_t n) {
-      if (mq.input_scales.empty()) return span<const float>(X.row(n), K);
-      for (std::size_t k = 0; k < K; ++k) xs[k] = X(n, k) / mq.input_scales[k];
-      return span<const float>(xs);
-    };
+  // One table row: the error of `run` against fp32 over the N vectors, and
+  // its median GEMV time on vector 0.
+  auto row = [&](const std::string& name, double bpw, std::size_t bytes, double t_quant,
+                 const std::function<void(std::size_t n, float* out)>& run) {
     double num = 0, den = 0;
     for (std::size_t n = 0; n < N; ++n) {
-      gemv(mq.q, input(n), y, ro);
+      run(n, y.data());
       for (std::size_t r = 0; r < M; ++r) {
         const double d = double(y[r]) - double(Yref(n, r));
         num += d * d;
         den += double(Yref(n, r)) * double(Yref(n, r));
       }
     }
-    const auto x0 = input(0);
-    const double t = time_it([&] { gemv(mq.q, x0, y, ro); });
-    std::printf("%-26s %8.3f %11zu %11.4f %10.1f %8.2fx %9.2f\n", m.name.c_str(), mq.q.bits_per_weight(),
-                mq.q.bytes(), std::sqrt(num / den), t * 1e6, t_fp32 / t, t_quant);
+    const double t = time_it([&] { run(0, y.data()); });
+    std::printf("%-26s %8.3f %11zu %11.4f %10.1f %8.2fx %9s\n", name.c_str(), bpw, bytes, std::sqrt(num / den),
+                t * 1e6, t_fp32 / t, t_quant < 0 ? "-" : std::to_string(t_quant).substr(0, 5).c_str());
+  };
+  auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::vector<float> xs(K);
+  for (const Method& m : methods) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Quantized mq = m.make();
+    const double t_quant = seconds_since(t0);
+    const RunOptions ro{m.act, 1};
+    row(m.name, mq.q.bits_per_weight(), mq.q.bytes(), t_quant, [&](std::size_t n, float* out) {
+      span<const float> x(X.row(n), K);
+      if (!mq.input_scales.empty()) {
+        for (std::size_t k = 0; k < K; ++k) xs[k] = X(n, k) / mq.input_scales[k];
+        x = span<const float>(xs);
+      }
+      gemv(mq.q, x, span<float>(out, M), ro);
+    });
+  }
+
+  // SpQR: 3-bit groups of 16 with 3-bit statistics and fp16 outliers.
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    spqr::Options o;
+    o.threads = int(hw);
+    const SpqrMatrix s = spqr::quantize(w, H, o);
+    row("SpQR w3 beta16 tau0.2", s.bits_per_weight(), s.bytes(), seconds_since(t0),
+        [&](std::size_t n, float* out) { gemv(s, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
+  }
+
+  // bf16 and DFloat11: lossless, so their outputs differ from fp32 only by
+  // bf16 rounding of the weights, and the two agree with each other.
+  std::vector<bf16> wb(M * K);
+  for (std::size_t i = 0; i < M * K; ++i) wb[i] = bf16::from_float(w.data()[i]);
+  const ConstMatrixView<bf16> wbv(wb.data(), M, K);
+  row("bf16", 16.0, 2 * M * K, -1,
+      [&](std::size_t n, float* out) { gemv(wbv, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Dfloat11Matrix d = dfloat11::compress(wbv);
+    const double t_quant = seconds_since(t0);
+    const bool lossless = dfloat11::decompress(d) == wb;
+    row(lossless ? "DFloat11 (== bf16)" : "DFloat11 (NOT LOSSLESS)", d.bits_per_weight(), d.bytes(), t_quant,
+        [&](std::size_t n, float* out) { gemv(d, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
+    if (!lossless) return 1;
   }
   std::printf("\nrel. error = ||y - y_fp32|| / ||y_fp32|| over %zu activation vectors (AWQ: calibrated on 512\n"
               "other tokens, GPTQ: their Hessian); GEMV times are medians of 9 on 1 thread; quant s: quantization time on %u threads.\n",

@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "../simd/arch.hpp"
+#include "bf16_dot.hpp"
 #include "group_gemv.hpp"
 
 namespace lowbit::detail {
@@ -20,6 +21,9 @@ struct kernel_table {
                      std::size_t r1) = nullptr;
   void (*group_gemm)(const GroupQuantMatrix&, const PreparedActivations* a, std::size_t n, float* Y,
                      std::size_t ldy, std::size_t r0, std::size_t r1) = nullptr;
+  float (*bf16_dot)(const std::uint16_t* w, const float* x, std::size_t n) = nullptr;
+  float (*split_bf16_dot)(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, const float* x,
+                          std::size_t n) = nullptr;
 };
 
 template <class F>
@@ -37,6 +41,8 @@ kernel_table make_kernel_table() {
   kernel_table t;
   t.id = Tag::id;
   if constexpr (std::is_same_v<Tag, simd::scalar_tag>) {
+    t.bf16_dot = bf16_dot_reference;
+    t.split_bf16_dot = split_bf16_dot_reference;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
@@ -49,6 +55,8 @@ kernel_table make_kernel_table() {
     };
   } else {
     t.f32_lanes = int(simd::f32<Tag>::size);
+    t.bf16_dot = bf16_dot<Tag>;
+    t.split_bf16_dot = split_bf16_dot<Tag>;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "../core/parallel.hpp"
+#include "../core/types.hpp"
 #include "../core/view.hpp"
 #include "dispatch.hpp"
 
@@ -76,6 +77,17 @@ inline void gemm(const GroupQuantMatrix& w, ConstMatrixView<float> X, MatrixView
   for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8, detail::x_lanes(k, w));
   parallel_for(w.rows, 16, detail::threads_for(w.rows * n, w.cols, opt.threads),
                [&](std::size_t r0, std::size_t r1) { k.group_gemm(w, a.data(), n, Y.data(), Y.stride(), r0, r1); });
+}
+
+// y = W x for a plain bf16 matrix (the baseline DFloat11 is measured against).
+inline void gemv(ConstMatrixView<bf16> w, span<const float> x, span<float> y, const RunOptions& opt = {}) {
+  LOWBIT_CHECK(x.size() == w.cols(), "gemv(bf16)", "x has ", x.size(), " elements, W has K = ", w.cols());
+  LOWBIT_CHECK(y.size() == w.rows(), "gemv(bf16)", "y has ", y.size(), " elements, W has M = ", w.rows());
+  const auto& k = detail::active_kernels();
+  parallel_for(w.rows(), 16, detail::threads_for(w.rows(), w.cols(), opt.threads), [&](std::size_t r0, std::size_t r1) {
+    for (std::size_t r = r0; r < r1; ++r)
+      y[r] = k.bf16_dot(reinterpret_cast<const std::uint16_t*>(w.row(r)), x.data(), w.cols());
+  });
 }
 
 }  // namespace lowbit

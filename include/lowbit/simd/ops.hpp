@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../core/types.hpp"
@@ -121,6 +122,46 @@ inline i32<Tag> widen_pairs(i16<Tag> v) noexcept {
   if constexpr (is_neon64<Tag>) return vpaddlq_s16(v);
 #endif
   static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_pairs: no implementation for this ISA");
+  return {};
+}
+
+// Zero-extending loads: lane j of the result is p[j], for as many 8- or
+// 16-bit values as the ISA has 32-bit lanes (reads exactly that many).
+template <class Tag>
+inline i32<Tag> widen_u8(const std::uint8_t* p) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm_cvtepu8_epi32(_mm_cvtsi32_si128(v));
+  }
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v))))));
+  }
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u8: no implementation for this ISA");
+  return {};
+}
+
+template <class Tag>
+inline i32<Tag> widen_u16(const std::uint16_t* p) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return vreinterpretq_s32_u32(vmovl_u16(vld1_u16(p)));
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u16: no implementation for this ISA");
   return {};
 }
 
