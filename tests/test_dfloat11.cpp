@@ -213,6 +213,13 @@ TEST_CASE("huffman: invalid codes and wrong lengths are reported", "[huffman]") 
   std::vector<std::uint8_t> big(600);
   s.out = big.data();
   CHECK_FALSE(huffman::decode_streams<1>(t, buf.data(), buf.size(), &s));
+  // Buffers shorter than one 8-byte window, and none at all (found by the
+  // fuzzer: the fast path once loaded from them).
+  for (std::size_t size : {0, 1, 7}) {
+    std::vector<std::uint8_t> tiny(size, 0);
+    s = huffman::Stream{0, 8 * size, big.data(), 40};
+    CHECK_FALSE(huffman::decode_streams<1>(t, size ? tiny.data() : nullptr, size, &s));
+  }
 }
 
 TEST_CASE("dfloat11: every bf16 bit pattern round-trips bit-exactly", "[dfloat11]") {

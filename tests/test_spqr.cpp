@@ -59,35 +59,44 @@ TEST_CASE("spqr: beats GPTQ int4 g128 at ~3.6-4 bits, outliers help", "[spqr]") 
 }
 
 TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
-  const std::size_t M = 37, K = 200;  // ragged last group (200 = 12 * 16 + 8), ragged row block
-  const Matrix W = weights_with_outliers(M, K, 3);
-  const Eigen::MatrixXd H = hessian_of(K, 4, 512);
+  // K = 200: ragged last group (12 * 16 + 8), the reference path; K = 256:
+  // the SIMD kernel (kernels/code_dot.hpp) on every ISA. M = 37: ragged row block.
+  for (const std::size_t K : {std::size_t(200), std::size_t(256)})
+  for (const int bits : {2, 3, 4})
   for (bool act : {false, true}) {
+    if (K == 200 && bits != 3) continue;
+    INFO("K " << K << " bits " << bits << " act_order " << act);
+    const std::size_t M = 37;
+    const Matrix W = weights_with_outliers(M, K, 3);
+    const Eigen::MatrixXd H = hessian_of(K, 4, 512);
     spqr::Options o;
     o.act_order = act;
+    o.bits = bits;
     const SpqrMatrix q = spqr::quantize(W, H, o);
     REQUIRE_NOTHROW(q.validate());
     REQUIRE(q.perm.size() == (act ? K : 0));
     const std::size_t G = (K + 15) / 16;
-    const std::size_t expect = M * bitpack::row_bytes(K, 3) + 2 * bitpack::row_bytes(M * G, 3) +
+    const std::size_t expect = M * bitpack::row_bytes(K, bits) + 2 * bitpack::row_bytes(M * G, 3) +
                                2 * 4 * ((M + 15) / 16) * G + 4 * q.perm.size() + 4 * (M + 1) + 4 * q.outliers();
     REQUIRE(q.bytes() == expect);
     REQUIRE(q.bits_per_weight() == Approx(8.0 * double(expect) / double(M * K)));
     // gemv = dequantize() then a double-precision reference product.
     const Matrix Wd = dequantize(q);
     const auto x = test::llm_activations(K, 5);
-    std::vector<float> y(M), y2(M);
-    gemv(q, x, y, RunOptions{Activations::fp32, 1});
-    gemv(q, x, y2, RunOptions{Activations::fp32, 3});
-    REQUIRE(y == y2);  // any thread count, same bits
-    for (std::size_t r = 0; r < M; ++r) {
-      double ref = 0, mag = 0;
-      for (std::size_t k = 0; k < K; ++k) {
-        ref += double(Wd(r, k)) * x[k];
-        mag += std::fabs(double(Wd(r, k)) * x[k]);
+    test::for_each_isa([&](isa) {
+      std::vector<float> y(M), y2(M);
+      gemv(q, x, y, RunOptions{Activations::fp32, 1});
+      gemv(q, x, y2, RunOptions{Activations::fp32, 3});
+      REQUIRE(y == y2);  // any thread count, same bits
+      for (std::size_t r = 0; r < M; ++r) {
+        double ref = 0, mag = 0;
+        for (std::size_t k = 0; k < K; ++k) {
+          ref += double(Wd(r, k)) * x[k];
+          mag += std::fabs(double(Wd(r, k)) * x[k]);
+        }
+        REQUIRE(std::fabs(y[r] - ref) <= 4e-6 * mag + 1e-6);  // float sums in another order
       }
-      REQUIRE(std::fabs(y[r] - ref) <= 4e-6 * mag + 1e-6);  // float sums in another order
-    }
+    });
   }
 }
 

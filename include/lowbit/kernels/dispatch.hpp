@@ -10,6 +10,7 @@
 
 #include "../simd/arch.hpp"
 #include "bf16_dot.hpp"
+#include "code_dot.hpp"
 #include "group_gemv.hpp"
 
 namespace lowbit::detail {
@@ -24,6 +25,9 @@ struct kernel_table {
   float (*bf16_dot)(const std::uint16_t* w, const float* x, std::size_t n) = nullptr;
   float (*split_bf16_dot)(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, const float* x,
                           std::size_t n) = nullptr;
+  // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
+  // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
+  float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
 };
 
 template <class F>
@@ -43,6 +47,7 @@ kernel_table make_kernel_table() {
   if constexpr (std::is_same_v<Tag, simd::scalar_tag>) {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
+    t.group16_dot = group16_dot_reference;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
@@ -57,6 +62,9 @@ kernel_table make_kernel_table() {
     t.f32_lanes = int(simd::f32<Tag>::size);
     t.bf16_dot = bf16_dot<Tag>;
     t.split_bf16_dot = split_bf16_dot<Tag>;
+    t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
+      return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
+    };
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);

@@ -25,12 +25,14 @@
 
 namespace lowbit::huffman {
 
-// Entry of the multi-symbol table: bits consumed in bits 0-3 (bits 4-5 are
-// zero, so the entry itself is a valid 64-bit shift count for the window:
-// the decode loop's critical path is lookup -> shift), symbol count 1..3 in
-// bits 6-7, the symbols in bits 8-31 (first in the low byte). A window that
-// starts with no valid code has count 0 and still consumes table_bits bits,
-// so a corrupt stream runs to its end instead of stalling.
+// Entry of the multi-symbol table (64 bits): bits consumed in bits 0-3
+// (bits 4-7 zero), symbol count 0..3 in bits 8-11, the symbols in bits 32-55
+// (first in the low byte). The layout makes the decode loop cheap: the entry
+// is itself the window's shift count (64-bit shifts use the count's low 6
+// bits), and the entries of one window add up without carries into a packed
+// (bits, symbols) total. A window that starts with no valid code has count 0
+// and still consumes table_bits bits, so a corrupt stream runs on to a wrong
+// end position instead of stalling (and decode_tail reports it exactly).
 class DecodeTable {
  public:
   static constexpr std::uint32_t invalid = 0x80000000u;  // single(): no code prefixes the window
@@ -61,17 +63,17 @@ class DecodeTable {
         used += int(s >> 8);
         ++n;
       }
-      multi_[w] = e << 8 | std::uint32_t(n) << 6 | std::uint32_t(n ? used : table_bits);
+      multi_[w] = std::uint64_t(e) << 32 | std::uint64_t(n) << 8 | std::uint64_t(n ? used : table_bits);
     }
   }
 
-  std::uint32_t multi(std::uint32_t window) const noexcept { return multi_[window]; }
+  std::uint64_t multi(std::uint32_t window) const noexcept { return multi_[window]; }
   std::uint32_t single(std::uint32_t window) const noexcept { return single_[window]; }
 
   static constexpr std::uint32_t size = 1u << table_bits;
 
  private:
-  std::array<std::uint32_t, size> multi_{};
+  std::array<std::uint64_t, size> multi_{};
   std::array<std::uint32_t, size> single_{};
 };
 
@@ -131,31 +133,31 @@ inline bool decode_tail(const DecodeTable& t, const std::uint8_t* buf, std::size
 template <int N>
 bool decode_streams(const DecodeTable& t, const std::uint8_t* buf, std::size_t size, Stream* s) noexcept {
   constexpr std::size_t round = 4 * 3 + 1;  // symbols a round may write: 4 lookups, 3 each, +1 for the 4-byte store
-  const std::uint64_t safe = size >= 8 ? (std::uint64_t(size) - 8) * 8 : 0;  // last bit position a load may start at
+  // Last bit position an 8-byte load may start at; none if the buffer is shorter.
+  const std::uint64_t safe = size >= 8 ? (std::uint64_t(size) - 8) * 8 : 0;
+  const bool loads = size >= 8;
   // The state lives in locals: stores through the uint8_t output may alias
   // anything in memory, so state kept in `s` would be reloaded after each one.
   std::uint64_t pos[N], end[N];
   std::uint8_t* out[N];
   std::size_t count[N];
   for (int i = 0; i < N; ++i) pos[i] = s[i].pos, end[i] = s[i].end, out[i] = s[i].out, count[i] = s[i].count;
-  std::uint32_t bad = 0;
-  auto fast_ok = [&](int i) { return count[i] >= round && pos[i] <= safe && pos[i] <= end[i]; };
+  auto fast_ok = [&](int i) { return loads && count[i] >= round && pos[i] <= safe && pos[i] <= end[i]; };
   auto step = [&](int i) {
     std::uint64_t w = detail::load_be64(buf + (pos[i] >> 3)) << (pos[i] & 7);  // >= 57 valid bits
-    std::uint64_t used = 0;
-    std::size_t written = 0;
+    std::uint64_t total = 0;  // packed (bits, symbols) of the round in its low 32 bits
+    std::uint8_t* o = out[i];
     for (int k = 0; k < 4; ++k) {
-      const std::uint32_t e = t.multi(std::uint32_t(w >> (64 - table_bits)));
-      const std::uint32_t syms = e >> 8;
-      std::memcpy(out[i] + written, &syms, 4);  // symbols in the low 3 bytes; the 4th is overwritten or slack
-      written += e >> 6 & 3u;
-      used += e & 15u;
-      w <<= (e & 63u);  // = e & 15: bits 4-5 are zero (one instruction: x86 shifts mask the count)
-      bad |= (e & 0xC0u) == 0;
+      const std::uint64_t e = t.multi(std::uint32_t(w >> (64 - table_bits)));
+      const std::uint32_t syms = std::uint32_t(e >> 32);
+      std::memcpy(o + (std::uint32_t(total) >> 8), &syms, 4);  // symbols in the low 3 bytes; the 4th is overwritten or slack
+      total += e;
+      w <<= (e & 63u);  // = the code bits: bits 4-5 are zero (x86 shifts mask the count anyway)
     }
+    const std::size_t written = std::uint32_t(total) >> 8;
     out[i] += written;
     count[i] -= written;
-    pos[i] += used;
+    pos[i] += total & 63u;
   };
   for (;;) {
     bool all = true;
@@ -170,7 +172,7 @@ bool decode_streams(const DecodeTable& t, const std::uint8_t* buf, std::size_t s
     ok = detail::decode_tail(t, buf, size, rest) && rest.pos == rest.end && ok;
     s[i] = rest;
   }
-  return ok && bad == 0;
+  return ok;
 }
 
 // Bit-by-bit canonical decoding (the tests' reference): count symbols from

@@ -54,7 +54,7 @@ inline u8<Tag> shl_small(u8<Tag> v, int s) noexcept {
 // Precondition without VNNI (maddubs saturates pairs at int16): a[i] <= 127
 // and b[i] >= -127, so a pair sum stays within 2*127*127 < 32767.
 template <class Tag>
-inline i32<Tag> dot_u8i8(i32<Tag> acc, u8<Tag> a, i8<Tag> b) noexcept {
+inline i32<Tag> dot_u8i8(i32<Tag> acc, [[maybe_unused]] u8<Tag> a, [[maybe_unused]] i8<Tag> b) noexcept {
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -92,7 +92,7 @@ inline i32<Tag> dot_u8i8(i32<Tag> acc, u8<Tag> a, i8<Tag> b) noexcept {
 // kernel add several blocks in int16 before widening once (llama.cpp's
 // q4_K x q8_K kernels do the same); the caller bounds the count.
 template <class Tag>
-inline i16<Tag> madd_u8i8(u8<Tag> a, i8<Tag> b) noexcept {
+inline i16<Tag> madd_u8i8([[maybe_unused]] u8<Tag> a, [[maybe_unused]] i8<Tag> b) noexcept {
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_maddubs_epi16(__m256i(a), __m256i(b));
 #endif
@@ -111,7 +111,7 @@ inline i16<Tag> madd_u8i8(u8<Tag> a, i8<Tag> b) noexcept {
 
 // int16 lanes widened by adding neighbours: out[j] = v[2j] + v[2j+1].
 template <class Tag>
-inline i32<Tag> widen_pairs(i16<Tag> v) noexcept {
+inline i32<Tag> widen_pairs([[maybe_unused]] i16<Tag> v) noexcept {
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_madd_epi16(__m256i(v), _mm256_set1_epi16(1));
 #endif
@@ -128,7 +128,7 @@ inline i32<Tag> widen_pairs(i16<Tag> v) noexcept {
 // Zero-extending loads: lane j of the result is p[j], for as many 8- or
 // 16-bit values as the ISA has 32-bit lanes (reads exactly that many).
 template <class Tag>
-inline i32<Tag> widen_u8(const std::uint8_t* p) noexcept {
+inline i32<Tag> widen_u8([[maybe_unused]] const std::uint8_t* p) noexcept {
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 #endif
@@ -151,7 +151,7 @@ inline i32<Tag> widen_u8(const std::uint8_t* p) noexcept {
 }
 
 template <class Tag>
-inline i32<Tag> widen_u16(const std::uint16_t* p) noexcept {
+inline i32<Tag> widen_u16([[maybe_unused]] const std::uint16_t* p) noexcept {
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #endif

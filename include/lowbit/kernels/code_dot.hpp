@@ -1,0 +1,70 @@
+// Group-scaled dot product of one packed row of codes (core/bitpack.hpp)
+// with fp32 activations, for groups of 16 codes:
+//   sum_j s[j] * sum_{p in group j} c[p] x[p],   group j = [16 j, 16 j + 16)
+// the dense inner loop of SpQR (beta1 = 16). Groups this small make a
+// horizontal sum per group too costly; instead the codes are widened in the
+// group kernels' lane order (group_gemv.hpp, float_block), where a 32-code
+// block's products land in lanes that belong to one group each, and the
+// scales multiply whole vectors: one extra FMA per 32 codes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "group_gemv.hpp"
+
+namespace lowbit::detail {
+
+inline constexpr std::size_t code_dot_group = 16;
+
+// Any group size g and K, x in natural order: the reference, and the path
+// for formats the fast kernel does not cover.
+inline float group_scaled_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const float* x,
+                                        const float* s, std::size_t g) {
+  std::vector<std::uint8_t> c(K);
+  bitpack::unpack(row, K, bits, c.data());
+  float acc = 0;
+  for (std::size_t j = 0; j * g < K; ++j) {
+    float dot = 0;
+    for (std::size_t p = j * g; p < std::min(K, (j + 1) * g); ++p) dot += float(c[p]) * x[p];
+    acc += s[j] * dot;
+  }
+  return acc;
+}
+
+inline float group16_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
+  return group_scaled_dot_reference(row, K, bits, x, s, code_dot_group);
+}
+
+// x in the kernel's lane order (PreparedActivations with lanes = f32 size);
+// K a multiple of 32.
+template <class Tag, int Bits>
+float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const float* s) noexcept {
+  using F = simd::f32<Tag>;
+  constexpr std::size_t L = F::size;
+  constexpr int H = block_decoder<Tag, Bits>::H;
+  static_assert(H * 4 * L == 32 && (H == 1 || H == 2), "32-code blocks of one or two byte batches");
+  const block_decoder<Tag, Bits> dec(row, K);
+  // 256-bit: lanes 0..3 hold codes 0..15 of a block (group 2b), lanes 4..7
+  // codes 16..31 (group 2b + 1). 128-bit: half h is group 2b + h.
+  alignas(64) static constexpr float lane_index[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  const auto upper = F::load_aligned(lane_index) >= F(float(L / 2));
+  F acc0(0.0f), acc1(0.0f);
+  for (std::size_t b = 0; b < K / 32; ++b) {
+    const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, b)};
+    for (int h = 0; h < H; ++h) {
+      const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
+      F d = fb.f[h][0] * F::load_unaligned(xp);
+      d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
+      d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
+      d = xsimd::fma(fb.f[h][3], F::load_unaligned(xp + 3 * L), d);
+      const F sv = H == 1 ? xsimd::select(upper, F(s[2 * b + 1]), F(s[2 * b])) : F(s[2 * b + std::size_t(h)]);
+      if (h == 0) acc0 = xsimd::fma(d, sv, acc0);
+      else acc1 = xsimd::fma(d, sv, acc1);
+    }
+  }
+  return xsimd::hadd(acc0 + acc1);
+}
+
+}  // namespace lowbit::detail
