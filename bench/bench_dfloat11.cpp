@@ -134,7 +134,7 @@ void BM_df11_gemv(benchmark::State& st) {
 }  // namespace
 
 BENCHMARK(BM_memcpy)->Arg(16)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_df11_decompress)->Arg(16)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_df11_decompress)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 #ifdef LOWBIT_BENCH_ZSTD
 BENCHMARK(BM_zstd_decompress_l3)->Arg(16)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_zstd_decompress_l19)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();  // level 19 compresses at ~2 MB/s
