@@ -3,6 +3,7 @@
 // quantizers are compared on real layers with the model's own activations.
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 #include <lowbit/codec/dfloat11.hpp>
 
@@ -202,4 +203,53 @@ TEST_CASE("real model: DFloat11 is lossless and near the entropy bound on the we
   INFO("payload only: " << payload);
   REQUIRE(payload <= bound * 1.005);
   REQUIRE(ratio <= bound * 1.006);
+}
+
+TEST_CASE("real model: SpQR beats RTN and GPTQ at its weight width and group size", "[real][spqr]") {
+  const test::Llama2c* m = model_or_skip();
+  if (!m) return;
+  const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
+  double e_rtn = 0, e_gptq = 0, e_spqr = 0, e_dense = 0;
+  std::size_t outliers = 0, weights = 0;
+  for (int l = 0; l < m->n_layers; ++l) {
+    const auto& L = m->layers[std::size_t(l)];
+    for (const auto& [site, ws] : linear_sets(L)) {
+      Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
+      c.add(cal[std::size_t(l)][std::size_t(site)]);
+      const Eigen::MatrixXd H = c.hessian();
+      const Matrix& Xe = ev[std::size_t(l)][std::size_t(site)];
+      for (const Matrix* w : ws) {
+        // Same weight width and group size as SpQR's defaults (3 bits, 16),
+        // with fp16 statistics where SpQR quantizes them to 3 bits.
+        rtn::Options ro;
+        ro.bits = 3;
+        ro.group = 16;
+        gptq::Options go;
+        go.bits = 3;
+        go.group = 16;
+        go.act_order = go.static_groups = true;
+        spqr::Options so;  // the paper's defaults: 3-bit, beta1 = beta2 = 16, tau 0.2, act-order
+        const SpqrMatrix s = spqr::quantize(*w, H, so);
+        so.outlier_threshold = std::numeric_limits<float>::infinity();
+        e_rtn += output_error(*w, dequantize(rtn::quantize(*w, ro)), Xe);
+        e_gptq += output_error(*w, dequantize(gptq::quantize(*w, H, go).weights), Xe);
+        e_spqr += output_error(*w, dequantize(s), Xe);
+        e_dense += output_error(*w, dequantize(spqr::quantize(*w, H, so)), Xe);
+        outliers += s.outliers();
+        weights += w->rows() * w->cols();
+      }
+    }
+  }
+  const double pct = 100.0 * double(outliers) / double(weights);
+  INFO("held-out output error: rtn int3 g16 " << e_rtn << ", gptq int3 g16 act-order " << e_gptq << ", spqr "
+                                              << e_spqr << " (" << pct << "% outliers), spqr without outliers "
+                                              << e_dense);
+  WARN("stories260K SpQR (" << pct << "% outliers): error " << e_spqr / e_rtn << "x RTN int3 g16, " << e_spqr / e_gptq
+                            << "x GPTQ int3 g16 (fp16 statistics), " << e_spqr / e_dense << "x SpQR without outliers");
+  // Measured with these stories: 0.44x RTN, 0.65x GPTQ, 0.69x without
+  // outliers (1.7% outliers). On matrices this small (K = 64) the bit
+  // layout's 32-byte chunks, not the method, dominate bits/weight.
+  CHECK(e_spqr < 0.55 * e_rtn);
+  CHECK(e_spqr < 0.8 * e_gptq);
+  CHECK(e_spqr < 0.85 * e_dense);
 }

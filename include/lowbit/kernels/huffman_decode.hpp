@@ -33,7 +33,9 @@ namespace lowbit::huffman {
 // (bits, symbols) total. A window that starts with no valid code has count 0
 // and still consumes table_bits bits, so a corrupt stream runs on to a wrong
 // end position instead of stalling (and decode_tail reports it exactly).
-class DecodeTable {
+// Cache-line aligned: threads share one table, and a line shared with some
+// thread's stack would bounce between cores on every write to that stack.
+class alignas(64) DecodeTable {
  public:
   static constexpr std::uint32_t invalid = 0x80000000u;  // single(): no code prefixes the window
 
