@@ -157,6 +157,14 @@ TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitp
         for (std::size_t i = 0; i < count; ++i) REQUIRE(part[i] == bitpack::get(packed.data(), n, bits, first + i));
         REQUIRE(part[count] == 0xAA);  // nothing written past the range
       }
+      // The same row written range by range over a dirty buffer equals pack().
+      std::vector<std::uint8_t> pieces(packed.size(), 0), noise(n);
+      for (auto& c : noise) c = std::uint8_t(rng() & ((1u << bits) - 1u));
+      for (std::size_t first = 0; first < n; first += 13)
+        bitpack::pack_range(noise.data() + first, n, bits, first, std::min<std::size_t>(13, n - first), pieces.data());
+      for (std::size_t first = 0; first < n; first += 29)  // overwrite every code
+        bitpack::pack_range(codes.data() + first, n, bits, first, std::min<std::size_t>(29, n - first), pieces.data());
+      REQUIRE(pieces == packed);
       // Exactly n * bits payload bits are set at most; padding is zero.
       std::size_t ones = 0, want = 0;
       for (auto b : packed) ones += std::size_t(__builtin_popcount(b));
@@ -169,6 +177,7 @@ TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitp
   std::vector<std::uint8_t> row(bitpack::row_bytes(40, 3)), out(8);
   REQUIRE_THROWS_AS(bitpack::unpack_range(row.data(), 40, 3, 36, 8, out.data()), lowbit::error);
   REQUIRE_THROWS_AS(bitpack::unpack_range(row.data(), 40, 3, 41, 0, out.data()), lowbit::error);
+  REQUIRE_THROWS_AS(bitpack::pack_range(out.data(), 40, 3, 36, 8, row.data()), lowbit::error);
 }
 
 TEST_CASE("parallel_for: covers every index once, any thread count", "[core][parallel]") {

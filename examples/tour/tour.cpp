@@ -83,6 +83,64 @@ void fp32_gemv(const Matrix& w, const float* x, float* y) {
   }
 }
 
+// KV cache: one decode step of attention (32 query heads, 8 kv heads, head
+// dim 128) over a long context, dense fp32 / bf16 against KIVI.
+void kv_cache_tour(std::size_t T) {
+  const int heads = 32, kvh = 8, d = 128;
+  const std::size_t row = std::size_t(kvh * d);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> k(T * row), v(T * row), q(std::size_t(heads * d));  // T x (kv heads * dim)
+  for (std::size_t i = 0; i < k.size(); ++i) {
+    k[i] = i % std::size_t(d) % 13 == 5 ? 8.0f * nd(rng) + 6.0f : nd(rng);  // outlier channels (KIVI Sec. 3.1)
+    v[i] = nd(rng);
+  }
+  for (float& x : q) x = 0.3f * nd(rng);
+  // The dense caches keep each kv head's rows together.
+  std::vector<float> kd(k.size()), vd(v.size());
+  for (std::size_t t = 0; t < T; ++t)
+    for (std::size_t h = 0; h < std::size_t(kvh); ++h)
+      for (std::size_t c = 0; c < std::size_t(d); ++c) {
+        kd[(h * T + t) * d + c] = k[t * row + h * d + c];
+        vd[(h * T + t) * d + c] = v[t * row + h * d + c];
+      }
+  std::vector<bf16> kb(k.size()), vb(v.size());
+  for (std::size_t i = 0; i < k.size(); ++i) {
+    kb[i] = bf16::from_float(kd[i]);
+    vb[i] = bf16::from_float(vd[i]);
+  }
+  AttentionOptions one;
+  one.threads = 1;
+  const AttentionShape shape{heads, kvh, d};
+  std::vector<float> ref(q.size()), out(q.size());
+  const double t_fp32 = time_it([&] { attention(shape, kd.data(), vd.data(), T, q.data(), ref.data(), one); });
+  std::printf("\nKV cache, one decode step over %zu tokens (%d query heads, %d kv heads, head dim %d), 1 thread:\n", T,
+              heads, kvh, d);
+  std::printf("%-22s %10s %13s %11s %10s %9s\n", "cache", "MiB", "B/token/head", "rel. error", "attn us", "speed-up");
+  auto line = [&](const char* name, std::size_t bytes, double secs) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < q.size(); ++i) {
+      num += double(out[i] - ref[i]) * double(out[i] - ref[i]);
+      den += double(ref[i]) * double(ref[i]);
+    }
+    std::printf("%-22s %10.2f %13.1f %11.4f %10.1f %8.2fx\n", name, double(bytes) / 1048576.0,
+                double(bytes) / double(T * std::size_t(kvh)), std::sqrt(num / den), secs * 1e6, t_fp32 / secs);
+  };
+  out = ref;
+  line("fp32", 2 * T * row * 4, t_fp32);
+  const double t_bf16 = time_it([&] { attention(shape, kb.data(), vb.data(), T, q.data(), out.data(), one); });
+  line("bf16", 2 * T * row * 2, t_bf16);
+  for (int bits : {2, 4}) {
+    kivi::Options o;  // G = 32, R = 128
+    o.bits = bits;
+    kivi::Cache cache(o);
+    cache.append_bulk(k.data(), v.data(), T);
+    const double t = time_it([&] { attention(cache, q.data(), out.data(), one); });
+    line(bits == 2 ? "KIVI 2-bit G32 R128" : "KIVI 4-bit G32 R128", cache.memory_bytes(), t);
+  }
+  std::printf("rel. error = ||out - out_fp32|| / ||out_fp32||; attention times are medians of 9.\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,5 +286,6 @@ int main(int argc, char** argv) {
   std::printf("\nrel. error = ||y - y_fp32|| / ||y_fp32|| over %zu activation vectors (AWQ: calibrated on 512\n"
               "other tokens, GPTQ: their Hessian); GEMV times are medians of 9 on 1 thread; quant s: quantization time on %u threads.\n",
               N, hw);
+  kv_cache_tour(8192);
   return 0;
 }

@@ -88,6 +88,30 @@ inline void pack(const std::uint8_t* codes, std::size_t n, int bits, std::uint8_
   }
 }
 
+// Codes [first, first + count) of a packed row of n codes set from codes[0 ..
+// count), the row's other codes unchanged: how a growing buffer (the KV cache,
+// quant/kivi.hpp) writes into a row one part at a time.
+inline void pack_range(const std::uint8_t* codes, std::size_t n, int bits, std::size_t first, std::size_t count,
+                       std::uint8_t* row) {
+  check_bits(bits, "bitpack::pack_range");
+  LOWBIT_CHECK(first <= n && count <= n - first, "bitpack::pack_range", "codes [", first, ", ", first, " + ", count,
+               ") lie outside a row of ", n);
+  int low = 0;
+  for (int p = 0; p < plane_count(bits); ++p) {
+    const int w = plane_width(bits, p);
+    const unsigned mask = (1u << w) - 1u;
+    std::uint8_t* plane = row + plane_offset(n, bits, p);
+    for (std::size_t i = first; i < first + count; ++i) {
+      const std::size_t chunk = i / chunk_codes(w), j = i % chunk_codes(w);
+      const unsigned shift = unsigned(w) * unsigned(j / chunk_bytes);
+      std::uint8_t& byte = plane[chunk * chunk_bytes + j % chunk_bytes];
+      const unsigned v = (unsigned(codes[i - first]) >> low) & mask;
+      byte = std::uint8_t((byte & ~(mask << shift)) | (v << shift));
+    }
+    low += w;
+  }
+}
+
 // Code i of a packed row (scalar; the reference for every SIMD decoder).
 inline std::uint8_t get(const std::uint8_t* row, std::size_t n, int bits, std::size_t i) noexcept {
   assert(i < n);

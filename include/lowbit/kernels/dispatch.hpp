@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "../simd/arch.hpp"
+#include "attention_kernel.hpp"
 #include "bf16_dot.hpp"
 #include "code_dot.hpp"
 #include "group_gemv.hpp"
@@ -28,6 +29,7 @@ struct kernel_table {
   // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
+  void (*attend)(const AttendJob&) = nullptr;  // decode attention for the query heads of one kv head
 };
 
 template <class F>
@@ -48,6 +50,7 @@ kernel_table make_kernel_table() {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
     t.group16_dot = group16_dot_reference;
+    t.attend = attend_reference;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
@@ -62,6 +65,7 @@ kernel_table make_kernel_table() {
     t.f32_lanes = int(simd::f32<Tag>::size);
     t.bf16_dot = bf16_dot<Tag>;
     t.split_bf16_dot = split_bf16_dot<Tag>;
+    t.attend = Attend<Tag>::run;
     t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
       return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
     };

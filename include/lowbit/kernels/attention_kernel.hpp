@@ -1,0 +1,351 @@
+// The decode-attention kernel for one kv head: out_h = softmax(scale q_h K^T) V
+// for the query heads sharing it (GQA), over keys and values stored as runs
+// of fp32 rows, bf16 rows or KIVI codes (format/kv_cache.hpp). Codes are never
+// dequantized; their statistics are folded into the other operand (KIVI
+// Sec. 3.3):
+//
+//   keys, per channel over a block of G tokens (scale s_c, min m_c):
+//     q . k_t = sum_c (q_c s_c) code_tc + sum_c q_c m_c
+//     -> q~ = q * s once per block, plus one bias per block and head;
+//   values, per token over G channels (scale s_tg, min m_tg):
+//     sum_t p_t v_tc = sum_t (p_t s_tg) code_tc + sum_t p_t m_tg
+//     -> each probability scaled once per token and group, plus one offset
+//        per group and head added at the end.
+//
+// A code becomes a float exactly (a small integer), so the result differs
+// from attention over the dequantized cache by float rounding only. Decoded
+// codes are shared by up to four query heads (register blocking), the memory
+// traffic is the codes' (2 or 4 bits per element), and the softmax is exact
+// (max subtracted, xsimd::exp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../core/types.hpp"
+#include "../format/kv_cache.hpp"
+#include "../simd/ops.hpp"
+
+namespace lowbit::detail {
+
+// A run of one kv head's key or value rows, in one storage.
+struct KvRows {
+  enum class Kind : std::uint8_t { f32, bf16, codes };
+  Kind kind = Kind::f32;
+  std::size_t tokens = 0;
+  const void* data = nullptr;      // f32 / bf16: row t at data + t * stride elements
+  std::size_t stride = 0;
+  const KvCodes* codes = nullptr;  // codes: tokens [first, first + tokens) of *codes
+  std::size_t first = 0;
+};
+
+// The query heads `heads` that share one kv head, and its rows: keys and
+// values are runs in token order covering the same tokens.
+struct AttendJob {
+  std::size_t dim = 0;
+  int heads = 0;
+  const float* q = nullptr;  // heads x dim
+  float* out = nullptr;      // heads x dim
+  float scale = 1.0f;        // softmax(scale * q . k)
+  KvRows keys[2], values[3];
+  int key_runs = 0, value_runs = 0;
+};
+
+inline float kv_element(const KvRows& r, std::size_t t, std::size_t c) noexcept {
+  switch (r.kind) {
+    case KvRows::Kind::f32: return static_cast<const float*>(r.data)[t * r.stride + c];
+    case KvRows::Kind::bf16: return bf16::from_bits(static_cast<const std::uint16_t*>(r.data)[t * r.stride + c]).to_float();
+    case KvRows::Kind::codes: return r.codes->value(r.first + t, c);
+  }
+  return 0.0f;
+}
+
+// Scalar reference: element by element from the stored (or dequantized)
+// values, double accumulation.
+inline void attend_reference(const AttendJob& job) {
+  std::size_t T = 0;
+  for (int r = 0; r < job.key_runs; ++r) T += job.keys[r].tokens;
+  std::vector<double> p(T);
+  for (int h = 0; h < job.heads; ++h) {
+    const float* q = job.q + std::size_t(h) * job.dim;
+    float* out = job.out + std::size_t(h) * job.dim;
+    double top = -std::numeric_limits<double>::infinity(), sum = 0;
+    for (int r = 0, t0 = 0; r < job.key_runs; t0 += int(job.keys[r].tokens), ++r)
+      for (std::size_t t = 0; t < job.keys[r].tokens; ++t) {
+        double s = 0;
+        for (std::size_t c = 0; c < job.dim; ++c) s += double(q[c]) * double(kv_element(job.keys[r], t, c));
+        p[std::size_t(t0) + t] = s * double(job.scale);
+        top = std::max(top, p[std::size_t(t0) + t]);
+      }
+    for (double& x : p) sum += (x = std::exp(x - top));
+    for (std::size_t c = 0; c < job.dim; ++c) {
+      double o = 0;
+      for (int r = 0, t0 = 0; r < job.value_runs; t0 += int(job.values[r].tokens), ++r)
+        for (std::size_t t = 0; t < job.values[r].tokens; ++t)
+          o += p[std::size_t(t0) + t] * double(kv_element(job.values[r], t, c));
+      out[c] = T ? float(o / sum) : 0.0f;
+    }
+  }
+}
+
+template <class Tag>
+struct Attend {
+  using F = simd::f32<Tag>;
+  using I = simd::i32<Tag>;
+  static constexpr std::size_t L = F::size;
+  static constexpr std::size_t tile = 32;  // value tokens per pass: their rows stay in L1
+
+  // Row cursors: c(m) is the float batch of channels L*m .. L*m + L - 1.
+  struct F32Row {
+    const float* r;
+    F operator()(std::size_t m) const noexcept { return F::load_unaligned(r + L * m); }
+  };
+  struct Bf16Row {
+    const std::uint16_t* r;
+    F operator()(std::size_t m) const noexcept {
+      return xsimd::bitwise_cast<F>(simd::widen_u16<Tag>(r + L * m) << 16);
+    }
+  };
+  template <int B>
+  struct CodeRow {
+    const std::uint8_t* page;
+    std::size_t first;  // index of the row's first code in its page
+    F operator()(std::size_t m) const noexcept {
+      constexpr std::size_t chunk = 8 * bitpack::chunk_bytes / B;  // codes per 32-byte chunk
+      const std::size_t i = first + L * m;                          // L codes, one run of one chunk
+      const I w = simd::widen_u8<Tag>(page + (i / chunk) * bitpack::chunk_bytes + i % bitpack::chunk_bytes);
+      return xsimd::to_float((w >> int(B * ((i % chunk) / bitpack::chunk_bytes))) & I((1 << B) - 1));
+    }
+  };
+  struct F32Rows {
+    const float* data;
+    std::size_t stride;
+    F32Row row(std::size_t t) const noexcept { return {data + t * stride}; }
+  };
+  struct Bf16Rows {
+    const std::uint16_t* data;
+    std::size_t stride;
+    Bf16Row row(std::size_t t) const noexcept { return {data + t * stride}; }
+  };
+  template <int B>
+  struct CodeRows {
+    const std::uint8_t* pages;
+    std::size_t page_bytes, dim;
+    unsigned page_shift;  // page_tokens() is a power of two
+    explicit CodeRows(const KvCodes& c)
+        : pages(c.pages.data()), page_bytes(c.page_bytes()), dim(c.dim),
+          page_shift(unsigned(__builtin_ctzll(c.page_tokens()))) {}
+    CodeRow<B> row(std::size_t t) const noexcept {
+      const std::size_t within = t & ((std::size_t(1) << page_shift) - 1);
+      return {pages + (t >> page_shift) * page_bytes, within * dim};
+    }
+  };
+
+  // s[h * lds + t] = bias[h] + qe_h . row(t0 + t), t < n: TT = L / HB tokens
+  // at a time, so the HB * TT dot products reduce with one haddp.
+  template <int HB, class Rows>
+  static void scores(const Rows& rows, std::size_t t0, std::size_t n, std::size_t dim, const float* qe,
+                     const float* bias, float* s, std::size_t lds) noexcept {
+    constexpr std::size_t TT = L / HB;
+    static_assert(HB * TT == L, "heads per pass must divide the lane count");
+    const std::size_t nvec = dim / L;
+    for (std::size_t t = 0; t < n; t += TT) {
+      F acc[L];
+      for (auto& a : acc) a = F(0.0f);
+      decltype(rows.row(0)) r[TT];
+      for (std::size_t k = 0; k < TT; ++k) r[k] = rows.row(t0 + std::min(t + k, n - 1));
+      for (std::size_t m = 0; m < nvec; ++m)
+        for (std::size_t k = 0; k < TT; ++k) {
+          const F x = r[k](m);
+          for (int h = 0; h < HB; ++h)
+            acc[std::size_t(h) * TT + k] =
+                xsimd::fma(x, F::load_unaligned(qe + std::size_t(h) * dim + L * m), acc[std::size_t(h) * TT + k]);
+        }
+      alignas(64) float sum[L];
+      xsimd::haddp(acc).store_aligned(sum);
+      for (int h = 0; h < HB; ++h)
+        for (std::size_t k = 0; k < TT && t + k < n; ++k)
+          s[std::size_t(h) * lds + t + k] = sum[std::size_t(h) * TT + k] + bias[h];
+    }
+  }
+
+  // acc[h * dim + c] += sum_t w[(h * ng + g(c)) * n + t] * row(t0 + t)[c],
+  // g(c) = c / group, n <= tile: two batches of channels per pass, HB heads each.
+  template <int HB, class Rows>
+  static void accumulate(const Rows& rows, std::size_t t0, std::size_t n, std::size_t dim, const float* w,
+                         std::size_t ng, std::size_t group, float* acc) noexcept {
+    const std::size_t nvec = dim / L;
+    decltype(rows.row(0)) cur[tile];
+    for (std::size_t t = 0; t < n; ++t) cur[t] = rows.row(t0 + t);
+    for (std::size_t m0 = 0; m0 < nvec; m0 += 2) {
+      const std::size_t m1 = std::min(m0 + 1, nvec - 1);  // odd nvec: the last pass repeats m0 into a1, unused
+      const std::size_t g0 = L * m0 / group, g1 = L * m1 / group;
+      F a0[HB], a1[HB];
+      for (int h = 0; h < HB; ++h) {
+        a0[h] = F::load_unaligned(acc + std::size_t(h) * dim + L * m0);
+        a1[h] = F::load_unaligned(acc + std::size_t(h) * dim + L * m1);
+      }
+      // One weight per head and token when both batches lie in one group.
+      auto pass = [&](auto same_group) {
+        for (std::size_t t = 0; t < n; ++t) {
+          const F x0 = cur[t](m0), x1 = cur[t](m1);
+          for (int h = 0; h < HB; ++h) {
+            const float* wh = w + std::size_t(h) * ng * n + t;
+            const F w0(wh[g0 * n]);
+            a0[h] = xsimd::fma(w0, x0, a0[h]);
+            a1[h] = xsimd::fma(same_group ? w0 : F(wh[g1 * n]), x1, a1[h]);
+          }
+        }
+      };
+      if (g0 == g1)
+        pass(std::true_type{});
+      else
+        pass(std::false_type{});
+      for (int h = 0; h < HB; ++h) {
+        a0[h].store_unaligned(acc + std::size_t(h) * dim + L * m0);
+        if (m1 != m0) a1[h].store_unaligned(acc + std::size_t(h) * dim + L * m1);
+      }
+    }
+  }
+
+  template <class F_>
+  static void with_rows(const KvRows& r, F_&& f) {
+    switch (r.kind) {
+      case KvRows::Kind::f32: return f(F32Rows{static_cast<const float*>(r.data), r.stride});
+      case KvRows::Kind::bf16: return f(Bf16Rows{static_cast<const std::uint16_t*>(r.data), r.stride});
+      case KvRows::Kind::codes:
+        if (r.codes->bits == 2) return f(CodeRows<2>(*r.codes));
+        return f(CodeRows<4>(*r.codes));
+    }
+  }
+
+  // Heads [h0, h0 + HB) of the job, the whole pipeline.
+  template <int HB>
+  static void heads(const AttendJob& job, int h0, std::size_t T) {
+    const std::size_t d = job.dim;
+    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min;
+    S.resize(HB * T);
+    qe.resize(HB * d);
+    acc.assign(HB * d, 0.0f);
+    const float* q = job.q + std::size_t(h0) * d;
+    float bias[HB];
+
+    // Scores.
+    std::size_t t_off = 0;
+    for (int ri = 0; ri < job.key_runs; t_off += job.keys[ri].tokens, ++ri) {
+      const KvRows& run = job.keys[ri];
+      if (run.kind != KvRows::Kind::codes) {
+        for (std::size_t i = 0; i < HB * d; ++i) qe[i] = q[i] * job.scale;
+        for (float& b : bias) b = 0.0f;
+        with_rows(run, [&](const auto& rows) { scores<HB>(rows, 0, run.tokens, d, qe.data(), bias, S.data() + t_off, T); });
+        continue;
+      }
+      const KvCodes& c = *run.codes;  // per channel, blocks of c.group tokens
+      for (std::size_t a = run.first; a < run.first + run.tokens;) {
+        const std::size_t blk = a / c.group, end = std::min((blk + 1) * c.group, run.first + run.tokens);
+        st_scale.resize(d);
+        st_min.resize(d);
+        simd::halves_to_float<Tag>(c.scale.data() + blk * d, d, st_scale.data());
+        simd::halves_to_float<Tag>(c.min.data() + blk * d, d, st_min.data());
+        for (int h = 0; h < HB; ++h) {
+          const float* qh = q + std::size_t(h) * d;
+          F b(0.0f);
+          for (std::size_t ch = 0; ch < d; ch += L) {
+            const F qv = F::load_unaligned(qh + ch);
+            (qv * F(job.scale) * F::load_unaligned(st_scale.data() + ch)).store_unaligned(qe.data() + std::size_t(h) * d + ch);
+            b = xsimd::fma(qv, F::load_unaligned(st_min.data() + ch), b);
+          }
+          bias[h] = xsimd::hadd(b) * job.scale;
+        }
+        with_rows(run, [&](const auto& rows) {
+          scores<HB>(rows, a, end - a, d, qe.data(), bias, S.data() + t_off + (a - run.first), T);
+        });
+        a = end;
+      }
+    }
+
+    // Softmax (unnormalized; the sum divides at the end).
+    float total[HB];
+    for (int h = 0; h < HB; ++h) {
+      float* s = S.data() + std::size_t(h) * T;
+      float top = -std::numeric_limits<float>::infinity();
+      for (std::size_t t = 0; t < T; ++t) top = std::max(top, s[t]);
+      F vsum(0.0f);
+      std::size_t t = 0;
+      for (; t + L <= T; t += L) {
+        const F e = xsimd::exp(F::load_unaligned(s + t) - F(top));
+        e.store_unaligned(s + t);
+        vsum += e;
+      }
+      float sum = xsimd::hadd(vsum);
+      for (; t < T; ++t) sum += (s[t] = std::exp(s[t] - top));
+      total[h] = sum;
+    }
+
+    // Weighted values.
+    std::size_t ngz = 0;
+    t_off = 0;
+    for (int ri = 0; ri < job.value_runs; t_off += job.values[ri].tokens, ++ri) {
+      const KvRows& run = job.values[ri];
+      const bool codes = run.kind == KvRows::Kind::codes;
+      const std::size_t group = codes ? run.codes->group : d, ng = d / group;
+      if (codes && ngz == 0) {
+        ngz = ng;
+        zsum.assign(HB * ng, 0.0f);
+      }
+      w.resize(HB * tile * ng);
+      for (std::size_t t0 = 0; t0 < run.tokens; t0 += tile) {
+        const std::size_t n = std::min(tile, run.tokens - t0);
+        if (codes) {  // the tile's statistics as floats, [g][t], once for all heads
+          st_scale.resize(2 * n * ng);
+          st_min.resize(n * ng);
+          simd::halves_to_float<Tag>(run.codes->scale.data() + (run.first + t0) * ng, n * ng, st_scale.data() + n * ng);
+          simd::halves_to_float<Tag>(run.codes->min.data() + (run.first + t0) * ng, n * ng, st_min.data());
+          for (std::size_t i = 0; i < n * ng; ++i) st_scale[(i % ng) * n + i / ng] = st_scale[n * ng + i];
+          std::copy_n(st_min.data(), n * ng, st_scale.data() + n * ng);
+          for (std::size_t i = 0; i < n * ng; ++i) st_min[(i % ng) * n + i / ng] = st_scale[n * ng + i];
+        }
+        for (int h = 0; h < HB; ++h) {
+          const float* p = S.data() + std::size_t(h) * T + t_off + t0;
+          float* wh = w.data() + std::size_t(h) * ng * n;
+          if (!codes) {
+            std::copy(p, p + n, wh);
+            continue;
+          }
+          for (std::size_t g = 0; g < ng; ++g) {
+            float z = 0.0f;
+            for (std::size_t t = 0; t < n; ++t) {
+              wh[g * n + t] = p[t] * st_scale[g * n + t];
+              z += p[t] * st_min[g * n + t];
+            }
+            zsum[std::size_t(h) * ng + g] += z;
+          }
+        }
+        const std::size_t first = codes ? run.first + t0 : t0;
+        with_rows(run, [&](const auto& rows) { accumulate<HB>(rows, first, n, d, w.data(), ng, group, acc.data()); });
+      }
+    }
+
+    for (int h = 0; h < HB; ++h) {
+      float* out = job.out + std::size_t(h0 + h) * d;
+      const float inv = T ? 1.0f / total[h] : 0.0f;
+      for (std::size_t ch = 0; ch < d; ++ch)
+        out[ch] = (acc[std::size_t(h) * d + ch] + (ngz ? zsum[std::size_t(h) * ngz + ch / (d / ngz)] : 0.0f)) * inv;
+    }
+  }
+
+  static void run(const AttendJob& job) {
+    std::size_t T = 0;
+    for (int r = 0; r < job.key_runs; ++r) T += job.keys[r].tokens;
+    int h = 0;
+    if constexpr (L >= 4) for (; h + 4 <= job.heads; h += 4) heads<4>(job, h, T);
+    for (; h + 2 <= job.heads; h += 2) heads<2>(job, h, T);
+    for (; h < job.heads; ++h) heads<1>(job, h, T);
+  }
+};
+
+}  // namespace lowbit::detail
