@@ -69,6 +69,20 @@ double output_error(const Matrix& W, const Matrix& What, const Matrix& X) {
 
 }  // namespace
 
+// Calls fn(W, H, Xe) for every linear of every layer: H the Hessian of its
+// calibration inputs, Xe its held-out inputs.
+template <class Fn>
+void for_each_linear_with_hessian(const test::Llama2c& m, Fn&& fn) {
+  const Acts cal = activations(m, "calib.txt", 16), ev = activations(m, "eval.txt", 8);
+  for (int l = 0; l < m.n_layers; ++l)
+    for (const auto& [site, ws] : linear_sets(m.layers[std::size_t(l)])) {
+      Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
+      c.add(cal[std::size_t(l)][std::size_t(site)]);
+      const Eigen::MatrixXd H = c.hessian();
+      for (const Matrix* w : ws) fn(*w, H, ev[std::size_t(l)][std::size_t(site)]);
+    }
+}
+
 TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]") {
   const test::Llama2c* m = model_or_skip();
   if (!m) return;
@@ -139,29 +153,18 @@ TEST_CASE("real model: AWQ beats RTN on every layer's linears (int3 and int4, g3
 TEST_CASE("real model: GPTQ beats RTN on every layer's linears (int3, g32)", "[real][gptq]") {
   const test::Llama2c* m = model_or_skip();
   if (!m) return;
-  const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
   double e_rtn = 0, e_gptq = 0;
-  for (int l = 0; l < m->n_layers; ++l) {
-    const auto& L = m->layers[std::size_t(l)];
-    const auto sets = linear_sets(L);
-    for (const auto& [site, ws] : sets) {
-      Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
-      c.add(cal[std::size_t(l)][std::size_t(site)]);
-      const Eigen::MatrixXd H = c.hessian();
-      const Matrix& Xe = ev[std::size_t(l)][std::size_t(site)];
-      for (const Matrix* w : ws) {
-        rtn::Options ro;
-        ro.bits = 3;
-        ro.group = 32;
-        gptq::Options go;
-        go.bits = 3;
-        go.group = 32;
-        go.act_order = go.static_groups = true;
-        e_rtn += output_error(*w, dequantize(rtn::quantize(*w, ro)), Xe);
-        e_gptq += output_error(*w, dequantize(gptq::quantize(*w, H, go).weights), Xe);
-      }
-    }
-  }
+  for_each_linear_with_hessian(*m, [&](const Matrix& w, const Eigen::MatrixXd& H, const Matrix& Xe) {
+    rtn::Options ro;
+    ro.bits = 3;
+    ro.group = 32;
+    gptq::Options go;
+    go.bits = 3;
+    go.group = 32;
+    go.act_order = go.static_groups = true;
+    e_rtn += output_error(w, dequantize(rtn::quantize(w, ro)), Xe);
+    e_gptq += output_error(w, dequantize(gptq::quantize(w, H, go).weights), Xe);
+  });
   INFO("int3 g32 on held-out activations: rtn " << e_rtn << ", gptq act-order " << e_gptq << " (" << e_gptq / e_rtn
                                                 << "x)");
   // Measured 0.64x with these stories.
@@ -208,38 +211,28 @@ TEST_CASE("real model: DFloat11 is lossless and near the entropy bound on the we
 TEST_CASE("real model: SpQR beats RTN and GPTQ at its weight width and group size", "[real][spqr]") {
   const test::Llama2c* m = model_or_skip();
   if (!m) return;
-  const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
   double e_rtn = 0, e_gptq = 0, e_spqr = 0, e_dense = 0;
   std::size_t outliers = 0, weights = 0;
-  for (int l = 0; l < m->n_layers; ++l) {
-    const auto& L = m->layers[std::size_t(l)];
-    for (const auto& [site, ws] : linear_sets(L)) {
-      Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
-      c.add(cal[std::size_t(l)][std::size_t(site)]);
-      const Eigen::MatrixXd H = c.hessian();
-      const Matrix& Xe = ev[std::size_t(l)][std::size_t(site)];
-      for (const Matrix* w : ws) {
-        // Same weight width and group size as SpQR's defaults (3 bits, 16),
-        // with fp16 statistics where SpQR quantizes them to 3 bits.
-        rtn::Options ro;
-        ro.bits = 3;
-        ro.group = 16;
-        gptq::Options go;
-        go.bits = 3;
-        go.group = 16;
-        go.act_order = go.static_groups = true;
-        spqr::Options so;  // the paper's defaults: 3-bit, beta1 = beta2 = 16, tau 0.2, act-order
-        const SpqrMatrix s = spqr::quantize(*w, H, so);
-        so.outlier_threshold = std::numeric_limits<float>::infinity();
-        e_rtn += output_error(*w, dequantize(rtn::quantize(*w, ro)), Xe);
-        e_gptq += output_error(*w, dequantize(gptq::quantize(*w, H, go).weights), Xe);
-        e_spqr += output_error(*w, dequantize(s), Xe);
-        e_dense += output_error(*w, dequantize(spqr::quantize(*w, H, so)), Xe);
-        outliers += s.outliers();
-        weights += w->rows() * w->cols();
-      }
-    }
-  }
+  for_each_linear_with_hessian(*m, [&](const Matrix& w, const Eigen::MatrixXd& H, const Matrix& Xe) {
+    // Same weight width and group size as SpQR's defaults (3 bits, 16),
+    // with fp16 statistics where SpQR quantizes them to 3 bits.
+    rtn::Options ro;
+    ro.bits = 3;
+    ro.group = 16;
+    gptq::Options go;
+    go.bits = 3;
+    go.group = 16;
+    go.act_order = go.static_groups = true;
+    spqr::Options so;  // the paper's defaults: 3-bit, beta1 = beta2 = 16, tau 0.2, act-order
+    const SpqrMatrix s = spqr::quantize(w, H, so);
+    so.outlier_threshold = std::numeric_limits<float>::infinity();
+    e_rtn += output_error(w, dequantize(rtn::quantize(w, ro)), Xe);
+    e_gptq += output_error(w, dequantize(gptq::quantize(w, H, go).weights), Xe);
+    e_spqr += output_error(w, dequantize(s), Xe);
+    e_dense += output_error(w, dequantize(spqr::quantize(w, H, so)), Xe);
+    outliers += s.outliers();
+    weights += w.rows() * w.cols();
+  });
   const double pct = 100.0 * double(outliers) / double(weights);
   INFO("held-out output error: rtn int3 g16 " << e_rtn << ", gptq int3 g16 act-order " << e_gptq << ", spqr "
                                               << e_spqr << " (" << pct << "% outliers), spqr without outliers "

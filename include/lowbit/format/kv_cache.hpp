@@ -50,7 +50,6 @@ struct KvCodes {
   std::size_t page_tokens() const noexcept { return page_tokens(dim, bits); }
   std::size_t page_codes() const noexcept { return page_tokens() * dim; }
   std::size_t page_bytes() const noexcept { return page_codes() * std::size_t(bits) / 8; }
-  std::size_t groups_per_token() const noexcept { return axis == KvAxis::token ? dim / group : 0; }
 
   std::size_t bytes() const noexcept { return pages.size() + 2 * (scale.size() + min.size()); }
 

@@ -227,7 +227,7 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min;
+    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min, raw;
     S.resize(HB * T);
     qe.resize(HB * d);
     acc.assign(HB * d, 0.0f);
@@ -300,14 +300,15 @@ struct Attend {
       w.resize(HB * tile * ng);
       for (std::size_t t0 = 0; t0 < run.tokens; t0 += tile) {
         const std::size_t n = std::min(tile, run.tokens - t0);
-        if (codes) {  // the tile's statistics as floats, [g][t], once for all heads
-          st_scale.resize(2 * n * ng);
-          st_min.resize(n * ng);
-          simd::halves_to_float<Tag>(run.codes->scale.data() + (run.first + t0) * ng, n * ng, st_scale.data() + n * ng);
-          simd::halves_to_float<Tag>(run.codes->min.data() + (run.first + t0) * ng, n * ng, st_min.data());
-          for (std::size_t i = 0; i < n * ng; ++i) st_scale[(i % ng) * n + i / ng] = st_scale[n * ng + i];
-          std::copy_n(st_min.data(), n * ng, st_scale.data() + n * ng);
-          for (std::size_t i = 0; i < n * ng; ++i) st_min[(i % ng) * n + i / ng] = st_scale[n * ng + i];
+        if (codes) {  // the tile's statistics as floats, transposed to [g][t], once for all heads
+          const auto to_float_gt = [&](const std::uint16_t* src, std::vector<float>& dst) {
+            raw.resize(n * ng);
+            dst.resize(n * ng);
+            simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
+            for (std::size_t i = 0; i < n * ng; ++i) dst[(i % ng) * n + i / ng] = raw[i];
+          };
+          to_float_gt(run.codes->scale.data(), st_scale);
+          to_float_gt(run.codes->min.data(), st_min);
         }
         for (int h = 0; h < HB; ++h) {
           const float* p = S.data() + std::size_t(h) * T + t_off + t0;

@@ -86,8 +86,13 @@ inline void quantize_group(const float* x, std::size_t n, std::size_t stride, in
                       : std::uint8_t(0);
 }
 
-inline void add_page_if_full(KvCodes& c) {
-  if (c.tokens % c.page_tokens() == 0) c.pages.resize(c.pages.size() + c.page_bytes(), 0);
+// Appends one token's dim codes, starting a page when the last is full.
+inline void store_token_codes(KvCodes& c, const std::uint8_t* codes) {
+  const std::size_t P = c.page_tokens(), within = c.tokens % P;
+  if (within == 0) c.pages.resize(c.pages.size() + c.page_bytes(), 0);
+  bitpack::pack_range(codes, c.page_codes(), c.bits, within * c.dim, c.dim,
+                      c.pages.data() + (c.tokens / P) * c.page_bytes());
+  ++c.tokens;
 }
 
 // Appends `group` tokens (rows of x at stride ld) quantized per channel.
@@ -100,12 +105,9 @@ inline void append_channel_block(KvCodes& c, const float* x, std::size_t ld) {
   for (std::size_t ch = 0; ch < d; ++ch)
     quantize_group(x + ch, G, ld, c.bits, c.scale[s0 + ch], c.min[s0 + ch], codes.data() + ch * G);
   std::vector<std::uint8_t> row(d);
-  for (std::size_t t = 0; t < G; ++t, ++c.tokens) {
+  for (std::size_t t = 0; t < G; ++t) {
     for (std::size_t ch = 0; ch < d; ++ch) row[ch] = codes[ch * G + t];
-    add_page_if_full(c);
-    const std::size_t p = c.tokens / c.page_tokens();
-    bitpack::pack_range(row.data(), c.page_codes(), c.bits, (c.tokens % c.page_tokens()) * d, d,
-                        c.pages.data() + p * c.page_bytes());
+    store_token_codes(c, row.data());
   }
 }
 
@@ -118,11 +120,7 @@ inline void append_token(KvCodes& c, const float* x) {
     c.min.push_back(0);
     quantize_group(x + g * G, G, 1, c.bits, c.scale.back(), c.min.back(), codes.data() + g * G);
   }
-  add_page_if_full(c);
-  const std::size_t p = c.tokens / c.page_tokens();
-  bitpack::pack_range(codes.data(), c.page_codes(), c.bits, (c.tokens % c.page_tokens()) * d, d,
-                      c.pages.data() + p * c.page_bytes());
-  ++c.tokens;
+  store_token_codes(c, codes.data());
 }
 
 }  // namespace detail
