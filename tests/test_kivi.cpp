@@ -1,6 +1,7 @@
 // KIVI KV cache: quantizer, streaming policy, fused attention against a
 // reference over the dequantized cache, quality, memory, bad input.
 #include <cstring>
+#include <limits>
 
 #include "test_util.hpp"
 
@@ -215,6 +216,17 @@ TEST_CASE("kivi: fused attention equals attention over the dequantized cache, ev
     const AttentionShape shape{cs.heads, cs.kv_heads, cs.dim};
     const std::vector<float> kh = head_major(x.k, cs.T, cs.kv_heads, cs.dim), vh = head_major(x.v, cs.T, cs.kv_heads, cs.dim);
     const std::vector<bf16> kbh = head_major(kb, cs.T, cs.kv_heads, cs.dim), vbh = head_major(vb, cs.T, cs.kv_heads, cs.dim);
+    // The fp32 cache again, preallocated for 5 more tokens whose rows are NaN
+    // (a decoder's cache before it fills): those rows must not be read.
+    AttentionShape roomy = shape;
+    roomy.capacity = cs.T + 5;
+    std::vector<float> kp, vp;
+    for (std::size_t h = 0; h < std::size_t(cs.kv_heads); ++h)
+      for (auto [src, dst] : {std::pair{&kh, &kp}, {&vh, &vp}}) {
+        const auto first = src->begin() + std::ptrdiff_t(h * cs.T * std::size_t(cs.dim));
+        dst->insert(dst->end(), first, first + std::ptrdiff_t(cs.T * std::size_t(cs.dim)));
+        dst->insert(dst->end(), 5 * std::size_t(cs.dim), std::numeric_limits<float>::quiet_NaN());
+      }
     test::for_each_isa([&](isa) {
       INFO("heads " << cs.heads << "/" << cs.kv_heads << " dim " << cs.dim << " bits " << cs.bits << " T " << cs.T);
       for (int threads : {1, 3}) {
@@ -224,6 +236,9 @@ TEST_CASE("kivi: fused attention equals attention over the dequantized cache, ev
         attention(cache, q.data(), out.data(), ao);
         attention(shape, kh.data(), vh.data(), cs.T, q.data(), dense.data(), ao);
         attention(shape, kbh.data(), vbh.data(), cs.T, q.data(), half.data(), ao);
+        std::vector<float> preallocated(q.size(), 1e9f);
+        attention(roomy, kp.data(), vp.data(), cs.T, q.data(), preallocated.data(), ao);
+        REQUIRE(preallocated == dense);
         for (std::size_t i = 0; i < q.size(); ++i) {
           // Outputs are averages of values of size ~1-10: float rounding
           // over a few hundred terms stays far below 1e-4.

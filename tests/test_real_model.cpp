@@ -5,9 +5,7 @@
 #include <fstream>
 #include <limits>
 
-#include <lowbit/codec/dfloat11.hpp>
-
-#include "llama2c.hpp"
+#include "../examples/llama/decoder.hpp"
 #include "test_util.hpp"
 
 using namespace lowbit;
@@ -16,43 +14,59 @@ namespace {
 
 std::string model_dir() { return test::shared_data_dir() + "/stories260K"; }
 
-const test::Llama2c* model() {
-  static test::Llama2c m;
-  static const bool ok = m.load(model_dir());
-  return ok ? &m : nullptr;
+struct RealModel {
+  llama2c::Checkpoint ck;
+  llama2c::Tokenizer tok;
+  llama::Model fp32;
+};
+
+const RealModel* model() {
+  static const std::unique_ptr<RealModel> m = []() -> std::unique_ptr<RealModel> {
+    if (!std::ifstream(model_dir() + "/stories260K.bin")) return nullptr;
+    auto r = std::make_unique<RealModel>();
+    r->ck = llama2c::load_checkpoint(model_dir() + "/stories260K.bin");
+    r->tok = llama2c::Tokenizer::load(model_dir() + "/tok512.bin", r->ck.config.vocab);
+    r->fp32 = llama::dense_model(r->ck);
+    return r;
+  }();
+  return m.get();
 }
 
 // The model, or nullptr after a warning when the data is absent.
-const test::Llama2c* model_or_skip() {
-  const test::Llama2c* m = model();
+const RealModel* model_or_skip() {
+  const RealModel* m = model();
   if (!m) WARN("../shared/data/stories260K absent: skipped");
   return m;
 }
 
 // A layer's linears grouped by the input they share, with that input's site
-// (test::Llama2c::Site): q/k/v, o, gate/up, down.
-std::vector<std::pair<int, std::vector<const Matrix*>>> linear_sets(const test::Llama2c::Layer& L) {
+// (llama::Site): q/k/v, o, gate/up, down.
+std::vector<std::pair<int, std::vector<const Matrix*>>> linear_sets(const llama2c::Layer& L) {
   return {{0, {&L.wq, &L.wk, &L.wv}}, {1, {&L.wo}}, {2, {&L.w1, &L.w3}}, {3, {&L.w2}}};
 }
 
 // The inputs of every linear at every position of `n` stories of a file:
 // acts[layer][site] is a (tokens x width) matrix.
 using Acts = std::vector<std::vector<Matrix>>;
-Acts activations(const test::Llama2c& m, const std::string& file, std::size_t n) {
-  const auto stories = test::read_stories(model_dir() + "/" + file);
-  std::vector<std::vector<std::vector<float>>> buf(std::size_t(m.n_layers), std::vector<std::vector<float>>(4));
+Acts activations(const RealModel& m, const std::string& file, std::size_t n) {
+  const auto stories = llama::read_stories(model_dir() + "/" + file);
+  const auto& c = m.ck.config;
+  std::vector<std::vector<std::vector<float>>> buf(std::size_t(c.layers), std::vector<std::vector<float>>(4));
   for (std::size_t s = 0; s < n && s < stories.size(); ++s) {
-    auto ids = m.encode(stories[s]);
+    auto ids = m.tok.encode(stories[s]);
     if (ids.size() > 256) ids.resize(256);
-    m.forward(ids, [&](int l, test::Llama2c::Site site, const float* x, std::size_t w) {
-      auto& v = buf[std::size_t(l)][std::size_t(site)];
-      v.insert(v.end(), x, x + w);
-    });
+    llama::Decoder d(m.fp32);
+    for (int t : ids)
+      d.step(t, [&](int l, llama::Site site, const float* x, std::size_t w) {
+        if (site == llama::Site::cls_in) return;
+        auto& v = buf[std::size_t(l)][std::size_t(site)];
+        v.insert(v.end(), x, x + w);
+      });
   }
   Acts out(buf.size());
   for (std::size_t l = 0; l < buf.size(); ++l)
     for (std::size_t site = 0; site < 4; ++site) {
-      const std::size_t w = site == 3 ? std::size_t(m.hidden) : std::size_t(m.dim);
+      const std::size_t w = site == 3 ? std::size_t(c.hidden) : std::size_t(c.dim);
       const auto& v = buf[l][site];
       Matrix X(v.size() / w, w);
       std::copy(v.begin(), v.end(), X.data());
@@ -72,10 +86,10 @@ double output_error(const Matrix& W, const Matrix& What, const Matrix& X) {
 // Calls fn(W, H, Xe) for every linear of every layer: H the Hessian of its
 // calibration inputs, Xe its held-out inputs.
 template <class Fn>
-void for_each_linear_with_hessian(const test::Llama2c& m, Fn&& fn) {
+void for_each_linear_with_hessian(const RealModel& m, Fn&& fn) {
   const Acts cal = activations(m, "calib.txt", 16), ev = activations(m, "eval.txt", 8);
-  for (int l = 0; l < m.n_layers; ++l)
-    for (const auto& [site, ws] : linear_sets(m.layers[std::size_t(l)])) {
+  for (int l = 0; l < m.ck.config.layers; ++l)
+    for (const auto& [site, ws] : linear_sets(m.ck.layers[std::size_t(l)])) {
       Calibration c(cal[std::size_t(l)][std::size_t(site)].cols());
       c.add(cal[std::size_t(l)][std::size_t(site)]);
       const Eigen::MatrixXd H = c.hessian();
@@ -84,39 +98,43 @@ void for_each_linear_with_hessian(const test::Llama2c& m, Fn&& fn) {
 }
 
 TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]") {
-  const test::Llama2c* m = model_or_skip();
+  const RealModel* m = model_or_skip();
   if (!m) return;
   std::ifstream f(model_dir() + "/ref_logits_eval0_64.bin", std::ios::binary);
   REQUIRE(f);
   std::int32_t n = 0, vocab = 0;
   f.read(reinterpret_cast<char*>(&n), 4);
   f.read(reinterpret_cast<char*>(&vocab), 4);
-  REQUIRE(vocab == m->vocab);
+  REQUIRE(vocab == m->ck.config.vocab);
   std::vector<std::int32_t> ref_tokens(std::size_t(n), 0);
   f.read(reinterpret_cast<char*>(ref_tokens.data()), 4 * n);
   std::vector<float> ref(std::size_t(n) * std::size_t(vocab));
   f.read(reinterpret_cast<char*>(ref.data()), std::streamsize(4 * ref.size()));
   REQUIRE(f);
   // The tokenizer gives the same tokens for the first eval story.
-  auto ids = m->encode(test::read_stories(model_dir() + "/eval.txt").at(0));
+  auto ids = m->tok.encode(llama::read_stories(model_dir() + "/eval.txt").at(0));
   REQUIRE(ids.size() >= std::size_t(n));
   ids.resize(std::size_t(n));
   REQUIRE(std::vector<std::int32_t>(ids.begin(), ids.end()) == ref_tokens);
-  const Matrix logits = m->forward(ids);
+  llama::Decoder d(m->fp32);
   double worst = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(logits.data()[i] - ref[i])));
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    const std::vector<float>& z = d.step(ids[t]);
+    for (std::size_t i = 0; i < z.size(); ++i)
+      worst = std::max(worst, double(std::fabs(z[i] - ref[t * z.size() + i])));
+  }
   INFO("max |logit - llama2.c| = " << worst);
   REQUIRE(worst < 1e-3);  // fp32, different summation order than llama2.c's matmul
 }
 
 TEST_CASE("real model: AWQ beats RTN on every layer's linears (int3 and int4, g32)", "[real][awq]") {
-  const test::Llama2c* m = model_or_skip();
+  const RealModel* m = model_or_skip();
   if (!m) return;
   const Acts cal = activations(*m, "calib.txt", 16), ev = activations(*m, "eval.txt", 8);
   for (int bits : {3, 4}) {
     double e_awq = 0, e_rtn = 0;
-    for (int l = 0; l < m->n_layers; ++l) {
-      const auto& L = m->layers[std::size_t(l)];
+    for (int l = 0; l < m->ck.config.layers; ++l) {
+      const auto& L = m->ck.layers[std::size_t(l)];
       const auto sets = linear_sets(L);
       for (const auto& [site, ws] : sets) {
         const Matrix& Xc = cal[std::size_t(l)][std::size_t(site)];
@@ -151,7 +169,7 @@ TEST_CASE("real model: AWQ beats RTN on every layer's linears (int3 and int4, g3
 }
 
 TEST_CASE("real model: GPTQ beats RTN on every layer's linears (int3, g32)", "[real][gptq]") {
-  const test::Llama2c* m = model_or_skip();
+  const RealModel* m = model_or_skip();
   if (!m) return;
   double e_rtn = 0, e_gptq = 0;
   for_each_linear_with_hessian(*m, [&](const Matrix& w, const Eigen::MatrixXd& H, const Matrix& Xe) {
@@ -172,10 +190,10 @@ TEST_CASE("real model: GPTQ beats RTN on every layer's linears (int3, g32)", "[r
 }
 
 TEST_CASE("real model: DFloat11 is lossless and near the entropy bound on the weights", "[real][dfloat11]") {
-  const test::Llama2c* m = model_or_skip();
+  const RealModel* m = model_or_skip();
   if (!m) return;
-  std::vector<const Matrix*> all{&m->emb};
-  for (const auto& L : m->layers)
+  std::vector<const Matrix*> all{&m->ck.embedding};
+  for (const auto& L : m->ck.layers)
     for (const Matrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3}) all.push_back(w);
   std::vector<bf16> model;  // every weight matrix, back to back
   for (const Matrix* w : all) {
@@ -209,7 +227,7 @@ TEST_CASE("real model: DFloat11 is lossless and near the entropy bound on the we
 }
 
 TEST_CASE("real model: SpQR beats RTN and GPTQ at its weight width and group size", "[real][spqr]") {
-  const test::Llama2c* m = model_or_skip();
+  const RealModel* m = model_or_skip();
   if (!m) return;
   double e_rtn = 0, e_gptq = 0, e_spqr = 0, e_dense = 0;
   std::size_t outliers = 0, weights = 0;

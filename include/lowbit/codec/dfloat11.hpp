@@ -15,6 +15,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "../core/parallel.hpp"
@@ -77,6 +81,26 @@ namespace detail {
 
 inline constexpr std::size_t interleave = 4;  // blocks decoded together by one thread
 
+// The decode table of a code, from a small process-wide cache keyed by the
+// code lengths. Building one costs tens of microseconds (4096 windows):
+// per call, that would dominate gemv on every matrix below ~100K weights,
+// e.g. all of a small model's layers decoded once per token. The cache holds
+// the last 64 codes (~3 MiB); tables are immutable and shared.
+inline std::shared_ptr<const huffman::DecodeTable> decode_table(const huffman::Lengths& len) {
+  static std::mutex m;
+  static std::deque<std::pair<huffman::Lengths, std::shared_ptr<const huffman::DecodeTable>>> cache;
+  {
+    const std::lock_guard<std::mutex> lock(m);
+    for (const auto& [l, t] : cache)
+      if (l == len) return t;
+  }
+  auto t = std::make_shared<const huffman::DecodeTable>(len);  // built outside the lock; may throw
+  const std::lock_guard<std::mutex> lock(m);
+  cache.emplace_back(len, t);
+  if (cache.size() > 64) cache.pop_front();
+  return t;
+}
+
 // Decodes the exponents of blocks [b0, b1) into exp[0, ...) (elements from
 // b0 * block on). Throws lowbit::error if any block is corrupt.
 inline void decode_exponents(const Dfloat11Matrix& d, const huffman::DecodeTable& t, std::size_t b0,
@@ -126,7 +150,8 @@ void decompress_into(const Dfloat11Matrix& d, Out* out, std::size_t size, const 
   d.validate();
   LOWBIT_CHECK(size == d.size(), where, "output has ", size, " elements, the tensor has ", d.size());
   if (d.size() == 0) return;
-  const huffman::DecodeTable t(d.code_lengths);
+  const auto table = detail::decode_table(d.code_lengths);
+  const huffman::DecodeTable& t = *table;
   const int threads = d.size() < (std::size_t(1) << 16) ? 1 : opt.threads;
   parallel_for(d.blocks(), interleave, threads, [&](std::size_t b0, std::size_t b1) {
     for_each_decoded(d, t, b0, b1, where, [&](std::size_t first, const std::uint8_t* exp, std::size_t count) {
@@ -186,7 +211,8 @@ inline void gemv(const Dfloat11Matrix& d, span<const float> x, span<float> y, co
   for (float& v : y) v = 0.0f;
   if (d.cols == 0) return;
   const auto& k = detail::active_kernels();
-  const huffman::DecodeTable t(d.code_lengths);
+  const auto table = dfloat11::detail::decode_table(d.code_lengths);
+  const huffman::DecodeTable& t = *table;
   const std::size_t K = d.cols, B = d.block;
   const std::size_t grain = std::max<std::size_t>(1, dfloat11::detail::interleave * B / K);
   parallel_for(d.rows, grain, detail::threads_for(d.rows, d.cols, opt.threads), [&](std::size_t r0, std::size_t r1) {

@@ -22,20 +22,23 @@ struct AttentionOptions {
   int threads = 0;     // 0: lowbit::num_threads()
 };
 
-// A dense cache's shape. Its K and V arrays are kv_heads x tokens x head_dim:
-// each head's rows contiguous, as paged caches keep them (a token-major array
-// of all heads would put a page boundary between every two rows of a head,
-// which the hardware prefetchers do not cross).
+// A dense cache's shape. Its K and V arrays are kv_heads x capacity x
+// head_dim: each head's rows contiguous, as paged caches keep them (a
+// token-major array of all heads would put a page boundary between every two
+// rows of a head, which the hardware prefetchers do not cross). The first
+// `tokens` rows of each head are attended; capacity 0 means tokens (a cache
+// filled to its end), a decoder preallocating seq_len rows passes seq_len.
 struct AttentionShape {
   int heads = 32, kv_heads = 8, head_dim = 128;
+  std::size_t capacity = 0;
 };
 
 namespace detail {
 
 // Validates the queries and runs the jobs make(kv_head) describes.
 template <class MakeJob>
-void run_attention(int heads, int kv_heads, int head_dim, const float* q, float* out, const AttentionOptions& o,
-                   MakeJob make) {
+void run_attention(int heads, int kv_heads, int head_dim, std::size_t tokens, const float* q, float* out,
+                   const AttentionOptions& o, MakeJob make) {
   const char* where = "attention";
   LOWBIT_CHECK(heads >= 1 && kv_heads >= 1 && heads % kv_heads == 0, where, "kv_heads (", kv_heads,
                ") must divide heads (", heads, ")");
@@ -48,7 +51,9 @@ void run_attention(int heads, int kv_heads, int head_dim, const float* q, float*
   const float scale = o.scale > 0.0f ? o.scale : 1.0f / std::sqrt(float(head_dim));
   const int group = heads / kv_heads, chunks = (group + 3) / 4;
   const kernel_table& k = active_kernels();
-  parallel_for(std::size_t(kv_heads * chunks), 1, o.threads, [&](std::size_t b, std::size_t e) {
+  // A small problem is not worth waking the pool for (a short context).
+  const int threads = std::size_t(heads) * d * tokens < (std::size_t(1) << 16) ? 1 : o.threads;
+  parallel_for(std::size_t(kv_heads * chunks), 1, threads, [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
       const int kh = int(i) / chunks, c = int(i) % chunks;
       AttendJob job = make(kh);
@@ -67,12 +72,14 @@ template <class T>
 void dense_attention(const AttentionShape& s, const T* K, const T* V, std::size_t tokens, const float* q, float* out,
                      const AttentionOptions& o) {
   LOWBIT_CHECK(tokens == 0 || (K && V), "attention", "null key or value pointer");
+  LOWBIT_CHECK(s.capacity == 0 || tokens <= s.capacity, "attention", "tokens (", tokens, ") exceed the capacity (",
+               s.capacity, ")");
   constexpr auto kind = std::is_same_v<T, float> ? KvRows::Kind::f32 : KvRows::Kind::bf16;
-  const std::size_t d = std::size_t(s.head_dim);
-  run_attention(s.heads, s.kv_heads, s.head_dim, q, out, o, [&](int kh) {
+  const std::size_t d = std::size_t(s.head_dim), rows = s.capacity ? s.capacity : tokens;
+  run_attention(s.heads, s.kv_heads, s.head_dim, tokens, q, out, o, [&](int kh) {
     AttendJob j;
-    j.keys[0] = {kind, tokens, K + std::size_t(kh) * tokens * d, d, nullptr, 0};
-    j.values[0] = {kind, tokens, V + std::size_t(kh) * tokens * d, d, nullptr, 0};
+    j.keys[0] = {kind, tokens, K + std::size_t(kh) * rows * d, d, nullptr, 0};
+    j.values[0] = {kind, tokens, V + std::size_t(kh) * rows * d, d, nullptr, 0};
     j.key_runs = j.value_runs = 1;
     return j;
   });
@@ -84,7 +91,7 @@ void dense_attention(const AttentionShape& s, const T* K, const T* V, std::size_
 inline void attention(const kivi::Cache& cache, const float* q, float* out, const AttentionOptions& o = {}) {
   const kivi::Options& opt = cache.options();
   const std::size_t d = std::size_t(opt.head_dim), R = std::size_t(opt.residual);
-  detail::run_attention(opt.heads, opt.kv_heads, opt.head_dim, q, out, o, [&](int kh) {
+  detail::run_attention(opt.heads, opt.kv_heads, opt.head_dim, cache.tokens(), q, out, o, [&](int kh) {
     using K = detail::KvRows::Kind;
     const kivi::Cache::Head& h = cache.head(kh);
     detail::AttendJob j;
@@ -100,7 +107,7 @@ inline void attention(const kivi::Cache& cache, const float* q, float* out, cons
   });
 }
 
-// Dense caches: K and V are kv_heads x tokens x head_dim (AttentionShape).
+// Dense caches: K and V are kv_heads x capacity x head_dim (AttentionShape).
 inline void attention(const AttentionShape& s, const float* K, const float* V, std::size_t tokens, const float* q,
                       float* out, const AttentionOptions& o = {}) {
   detail::dense_attention(s, K, V, tokens, q, out, o);

@@ -1,0 +1,147 @@
+// End to end on the real stories260K model (../shared/data; skipped cleanly
+// when absent): the llama example's decoder and quantization pipeline,
+// perplexity on eval.txt for every method, asserted against llama2.c's
+// reference numbers and against each method's baseline. Slow (an
+// evaluation per method): its own binary, ctest label `real`.
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "../examples/llama/methods.hpp"
+#include "test_util.hpp"
+
+using namespace lowbit;
+using llama::Method;
+
+namespace {
+
+std::string model_dir() { return test::shared_data_dir() + "/stories260K"; }
+
+struct Setup {
+  llama2c::Checkpoint ck;
+  std::vector<std::vector<int>> eval, calib;
+  std::vector<std::vector<int>> eval_part;  // the first 100 stories: comparisons between methods
+  std::unique_ptr<llama::Calibrations> cal;
+  std::map<std::string, double> ppl;  // by label, each evaluated once
+};
+
+Setup* setup() {
+  static const std::unique_ptr<Setup> s = []() -> std::unique_ptr<Setup> {
+    if (!std::ifstream(model_dir() + "/stories260K.bin")) return nullptr;
+    auto r = std::make_unique<Setup>();
+    r->ck = llama2c::load_checkpoint(model_dir() + "/stories260K.bin");
+    const auto tok = llama2c::Tokenizer::load(model_dir() + "/tok512.bin", r->ck.config.vocab);
+    // As the reference perplexities: every story, BOS, no EOS, cut to 512.
+    r->eval = llama::encode_all(tok, llama::read_stories(model_dir() + "/eval.txt"), 512);
+    r->eval_part.assign(r->eval.begin(), r->eval.begin() + 100);
+    // 128 calibration stories (the AWQ/GPTQ references use 128 samples).
+    auto cs = llama::read_stories(model_dir() + "/calib.txt");
+    cs.resize(128);
+    r->calib = llama::encode_all(tok, cs, 512);
+    return r;
+  }();
+  if (!s) WARN("../shared/data/stories260K absent: skipped");
+  return s.get();
+}
+
+Method method(Method::Kind k, int bits, ScaleType st = ScaleType::fp16) {
+  Method m;
+  m.kind = k, m.bits = bits, m.group = 32, m.scale_type = st;
+  return m;
+}
+
+// Perplexity of a method and KV cache on all of eval.txt (`full`, to compare
+// with the reference numbers) or on its first 100 stories (25,000
+// predictions: enough to rank methods, a third of the time), memoized; and
+// the quantized model's bits/weight.
+double perplexity(Setup& s, const Method& m, const llama::KvOptions& kv = {}, bool full = false, double* bpw = nullptr,
+                  double* payload = nullptr) {
+  if (m.calibrated() && !s.cal) s.cal = std::make_unique<llama::Calibrations>(llama::capture(llama::dense_model(s.ck), s.calib));
+  const llama::Model model = llama::quantize_model(s.ck, m, s.cal.get());
+  if (bpw) *bpw = model.bits_per_weight();
+  if (payload) *payload = model.payload_bits_per_weight();
+  const std::string key = m.label() + "/" + kv.name() + (full ? "/all" : "/100");
+  const auto it = s.ppl.find(key);
+  if (it != s.ppl.end()) return it->second;
+  const double p = llama::perplexity(model, kv, full ? s.eval : s.eval_part).perplexity();
+  WARN(key << ": perplexity " << p << " (" << model.bits_per_weight() << " bits/weight stored, "
+           << model.payload_bits_per_weight() << " payload)");
+  return s.ppl[key] = p;
+}
+
+}  // namespace
+
+TEST_CASE("llama: fp32 reproduces llama2.c's perplexity, RTN the reference's RTN rows", "[real][llama]") {
+  Setup* s = setup();
+  if (!s) return;
+  const llama::Score sc = llama::perplexity(llama::dense_model(s->ck), {}, s->eval);
+  INFO("fp32: mean NLL " << sc.nll / double(sc.predictions) << " over " << sc.predictions << " predictions");
+  REQUIRE(sc.predictions == 75974);
+  // Reference: 2.6849, mean NLL 0.987657 (llama2.c's forward, summed in
+  // another order; the difference is float rounding).
+  REQUIRE(std::fabs(sc.nll / double(sc.predictions) - 0.987657) < 2e-6);
+  s->ppl["fp32/fp32/all"] = sc.perplexity();
+  // The reference's RTN: fp32 scales, min-max, zero = round(-min / scale).
+  for (const auto& [bits, ref] : {std::pair{4, 2.9355}, {3, 4.7480}, {2, 261.86}}) {
+    const double p = perplexity(*s, method(Method::Kind::rtn, bits, ScaleType::fp32), {}, true);
+    INFO("RTN int" << bits << " g32, fp32 scales: " << p << ", reference " << ref);
+    REQUIRE(std::fabs(p / ref - 1.0) < 0.005);
+  }
+}
+
+TEST_CASE("llama: DFloat11 evaluates exactly as the bf16 model", "[real][llama][dfloat11]") {
+  Setup* s = setup();
+  if (!s) return;
+  double bpw = 0;
+  const double df = perplexity(*s, method(Method::Kind::dfloat11, 16), {}, false, &bpw);
+  const double bf = perplexity(*s, method(Method::Kind::bf16, 16));
+  INFO("DFloat11 " << df << " (" << bpw << " bits/weight), bf16 " << bf);
+  // Same weights bit for bit (tested in test_dfloat11 / test_real_model);
+  // the fused kernel sums each row in block segments, the bf16 kernel in
+  // one pass, so logits differ in the last float bits at most.
+  REQUIRE(std::fabs(df / bf - 1.0) < 1e-6);
+  REQUIRE(bpw < 11.5);
+}
+
+TEST_CASE("llama: AWQ and GPTQ int4 g32 beat RTN int4 g32, GPTQ int2 beats RTN int2", "[real][llama][awq][gptq]") {
+  Setup* s = setup();
+  if (!s) return;
+  const double rtn4 = perplexity(*s, method(Method::Kind::rtn, 4)), awq4 = perplexity(*s, method(Method::Kind::awq, 4)),
+               gptq4 = perplexity(*s, method(Method::Kind::gptq, 4)), rtn2 = perplexity(*s, method(Method::Kind::rtn, 2)),
+               gptq2 = perplexity(*s, method(Method::Kind::gptq, 2));
+  INFO("int4 g32: RTN " << rtn4 << ", AWQ " << awq4 << ", GPTQ " << gptq4 << "; int2 g32: RTN " << rtn2 << ", GPTQ "
+                        << gptq2);
+  CHECK(awq4 < rtn4);
+  CHECK(gptq4 < rtn4);
+  CHECK(gptq2 < rtn2);
+}
+
+TEST_CASE("llama: SpQR (4-bit weights, beta 16, 3-bit statistics) beats GPTQ int4 g32", "[real][llama][spqr]") {
+  Setup* s = setup();
+  if (!s) return;
+  Method sq = method(Method::Kind::spqr, 4);
+  sq.spqr.bits = 4;  // beta1 = beta2 = 16, 3-bit statistics, tau 0.2: the paper's other defaults
+  double sq_bpw = 0, sq_pay = 0, g_bpw = 0, g_pay = 0;
+  const double spqr = perplexity(*s, sq, {}, false, &sq_bpw, &sq_pay);
+  const double gptq = perplexity(*s, method(Method::Kind::gptq, 4), {}, false, &g_bpw, &g_pay);
+  WARN("SpQR w4: " << spqr << " at " << sq_pay << " bits/weight (payload; " << sq_bpw << " stored), GPTQ int4 g32: "
+                   << gptq << " at " << g_pay << " (" << g_bpw << ")");
+  // Perplexity: SpQR is better. Bits: on this model's 64-wide rows SpQR's
+  // per-row costs (32-bit CSR row pointers: 0.5 bits/weight at K = 64) and
+  // 3-bit statistics of 16-wide groups put it above GPTQ int4 g32; the 3-bit
+  // SpQR that would fit is far worse (measured 3.10 vs 2.79 on 100 stories).
+  // The "no more bits than GPTQ int4 g32" is missed here: see the
+  // README's end-to-end section.
+  CHECK(spqr < gptq);
+}
+
+TEST_CASE("llama: KIVI-4 within 1% of the fp32 KV cache, KIVI-2 reported", "[real][llama][kivi]") {
+  Setup* s = setup();
+  if (!s) return;
+  const double fp = perplexity(*s, method(Method::Kind::fp32, 32));
+  const double k4 = perplexity(*s, method(Method::Kind::fp32, 32), {4, 0, 128});
+  const double k2 = perplexity(*s, method(Method::Kind::fp32, 32), {2, 0, 128});
+  INFO("fp32 cache " << fp << ", KIVI-4 " << k4 << ", KIVI-2 " << k2);
+  CHECK(k4 < fp * 1.01);
+  CHECK(k2 > k4);
+}
