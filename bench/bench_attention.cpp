@@ -87,13 +87,7 @@ void BM_attention_bf16(benchmark::State& st) {
 void kivi_bench(benchmark::State& st, int bits, int group) {
   const std::size_t T = std::size_t(st.range(0));
   const auto& [k, v] = kv(T);
-  kivi::Options o;
-  o.heads = heads;
-  o.kv_heads = kv_heads;
-  o.head_dim = dim;
-  o.bits = bits;
-  o.group = group;
-  kivi::Cache cache(o);
+  kivi::Cache cache(kivi::Options{heads, kv_heads, dim, bits, group});
   std::vector<float> kt(k.size()), vt(v.size());  // append_bulk's layout: T x (kv_heads * dim)
   for (std::size_t h = 0; h < std::size_t(kv_heads); ++h)
     for (std::size_t t = 0; t < T; ++t) {

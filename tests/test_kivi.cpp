@@ -25,14 +25,7 @@ KvData kv_data(std::size_t tokens, int kv_heads, int dim, unsigned seed) {
 }
 
 kivi::Options small_options(int heads, int kv_heads, int dim, int bits, int group = 32, int residual = 64) {
-  kivi::Options o;
-  o.heads = heads;
-  o.kv_heads = kv_heads;
-  o.head_dim = dim;
-  o.bits = bits;
-  o.group = group;
-  o.residual = residual;
-  return o;
+  return {heads, kv_heads, dim, bits, group, residual};
 }
 
 // Reference decode attention in double over explicit K, V per kv head

@@ -22,7 +22,10 @@ struct Setup {
   std::vector<std::vector<int>> eval, calib;
   std::vector<std::vector<int>> eval_part;  // the first 100 stories: comparisons between methods
   std::unique_ptr<llama::Calibrations> cal;
-  std::map<std::string, double> ppl;  // by label, each evaluated once
+  struct Run {
+    double ppl, bpw, payload;
+  };
+  std::map<std::string, Run> runs;  // by method, cache and evaluation set: each evaluated once
 };
 
 Setup* setup() {
@@ -56,17 +59,20 @@ Method method(Method::Kind k, int bits, ScaleType st = ScaleType::fp16) {
 // the quantized model's bits/weight.
 double perplexity(Setup& s, const Method& m, const llama::KvOptions& kv = {}, bool full = false, double* bpw = nullptr,
                   double* payload = nullptr) {
-  if (m.calibrated() && !s.cal) s.cal = std::make_unique<llama::Calibrations>(llama::capture(llama::dense_model(s.ck), s.calib));
-  const llama::Model model = llama::quantize_model(s.ck, m, s.cal.get());
-  if (bpw) *bpw = model.bits_per_weight();
-  if (payload) *payload = model.payload_bits_per_weight();
   const std::string key = m.label() + "/" + kv.name() + (full ? "/all" : "/100");
-  const auto it = s.ppl.find(key);
-  if (it != s.ppl.end()) return it->second;
-  const double p = llama::perplexity(model, kv, full ? s.eval : s.eval_part).perplexity();
-  WARN(key << ": perplexity " << p << " (" << model.bits_per_weight() << " bits/weight stored, "
-           << model.payload_bits_per_weight() << " payload)");
-  return s.ppl[key] = p;
+  auto it = s.runs.find(key);
+  if (it == s.runs.end()) {
+    if (m.calibrated() && !s.cal)
+      s.cal = std::make_unique<llama::Calibrations>(llama::capture(llama::dense_model(s.ck), s.calib));
+    const llama::Model model = llama::quantize_model(s.ck, m, s.cal.get());
+    const Setup::Run r{llama::perplexity(model, kv, full ? s.eval : s.eval_part).perplexity(), model.bits_per_weight(),
+                model.payload_bits_per_weight()};
+    WARN(key << ": perplexity " << r.ppl << " (" << r.bpw << " bits/weight stored, " << r.payload << " payload)");
+    it = s.runs.emplace(key, r).first;
+  }
+  if (bpw) *bpw = it->second.bpw;
+  if (payload) *payload = it->second.payload;
+  return it->second.ppl;
 }
 
 }  // namespace
@@ -80,7 +86,7 @@ TEST_CASE("llama: fp32 reproduces llama2.c's perplexity, RTN the reference's RTN
   // Reference: 2.6849, mean NLL 0.987657 (llama2.c's forward, summed in
   // another order; the difference is float rounding).
   REQUIRE(std::fabs(sc.nll / double(sc.predictions) - 0.987657) < 2e-6);
-  s->ppl["fp32/fp32/all"] = sc.perplexity();
+  s->runs["fp32/fp32/all"] = {sc.perplexity(), 32.0, 32.0};
   // The reference's RTN: fp32 scales, min-max, zero = round(-min / scale).
   for (const auto& [bits, ref] : {std::pair{4, 2.9355}, {3, 4.7480}, {2, 261.86}}) {
     const double p = perplexity(*s, method(Method::Kind::rtn, bits, ScaleType::fp32), {}, true);

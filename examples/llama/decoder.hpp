@@ -132,9 +132,8 @@ struct Model {
   // Everything stored: embedding, norms, linears, a separate classifier.
   std::size_t bytes() const {
     const std::size_t norms = 4 * (rms_final.size() + 2 * layers.size() * std::size_t(config.dim));
-    const bool separate = quantized_classifier || !config.shared_classifier;
-    return 4 * embedding.rows() * embedding.cols() + norms + quantized_bytes() +
-           (separate && !quantized_classifier ? classifier.bytes() : 0);
+    const bool fp32_wcls = !config.shared_classifier && !quantized_classifier;  // else counted already
+    return 4 * embedding.rows() * embedding.cols() + norms + quantized_bytes() + (fp32_wcls ? classifier.bytes() : 0);
   }
 
  private:
@@ -179,14 +178,10 @@ class Decoder {
       k_.assign(L, std::vector<float>(S * KV));
       v_.assign(L, std::vector<float>(S * KV));
     } else {
-      lowbit::kivi::Options o;
-      o.heads = c.heads, o.kv_heads = c.kv_heads, o.head_dim = c.head_size(), o.bits = kv.bits;
-      o.group = kv.group;
-      for (int g = 32; o.group == 0 && g >= 8; g /= 2)
-        if (c.head_size() % g == 0) o.group = g;
-      o.residual = kv.residual;
-      o.max_tokens = S;
-      kivi_.assign(L, lowbit::kivi::Cache(o));
+      int group = kv.group;
+      for (int g = 32; group == 0 && g >= 8; g /= 2)
+        if (c.head_size() % g == 0) group = g;
+      kivi_.assign(L, lowbit::kivi::Cache({c.heads, c.kv_heads, c.head_size(), kv.bits, group, kv.residual, S}));
     }
     const auto D = std::size_t(c.dim), H = std::size_t(c.hidden);
     x_.resize(D), xb_.resize(D), xb2_.resize(D), q_.resize(D), att_.resize(D), k1_.resize(KV), v1_.resize(KV);

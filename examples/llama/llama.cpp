@@ -108,14 +108,17 @@ struct Result {
   std::size_t bytes = 0, kv_bytes = 0;
 };
 
-// Decode speed of one sequence: tokens per second over `seq`, median of 3.
-double tokens_per_second(const Model& m, const KvOptions& kv, const std::vector<int>& seq, int threads) {
+// Decode speed of one sequence: tokens per second over `seq`, median of 3;
+// and the KV cache's bytes at its end.
+double tokens_per_second(const Model& m, const KvOptions& kv, const std::vector<int>& seq, int threads,
+                         std::size_t* kv_bytes = nullptr) {
   std::vector<double> r;
   for (int rep = 0; rep < 3; ++rep) {
     Decoder d(m, kv, threads);
     const auto t0 = Clock::now();
     for (int t : seq) d.step(t);
     r.push_back(double(seq.size()) / seconds_since(t0));
+    if (kv_bytes) *kv_bytes = d.kv_bytes();
   }
   std::sort(r.begin(), r.end());
   return r[1];
@@ -206,11 +209,8 @@ int main(int argc, char** argv) try {
                  eval.size(), "");
     const Score sc = perplexity(m, r.kv, eval, a.threads);
     Result out{r, m.bits_per_weight(), m.payload_bits_per_weight(), sc.perplexity(), 0, 0, m.bytes(), 0};
-    out.tps1 = tokens_per_second(m, r.kv, speed_seq, 1);
+    out.tps1 = tokens_per_second(m, r.kv, speed_seq, 1, &out.kv_bytes);
     out.tpsn = tokens_per_second(m, r.kv, speed_seq, a.threads);
-    Decoder d(m, r.kv, 1);
-    for (int t : speed_seq) d.step(t);
-    out.kv_bytes = d.kv_bytes();
     std::fprintf(stderr, "\r[%zu/%zu] %-28s ppl %.4f (quantize %.1f s, eval %.1f s)%30s\n", i + 1, rows.size(),
                  name.c_str(), out.ppl, tq, seconds_since(t1), "");
     res.push_back(out);

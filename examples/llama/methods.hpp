@@ -27,6 +27,8 @@ class Calibrations {
   }
   lowbit::Calibration& at(int layer, Site s) { return c_[index(layer, s)]; }
   const lowbit::Calibration& at(int layer, Site s) const { return c_[index(layer, s)]; }
+  std::size_t size() const { return c_.size(); }
+  lowbit::Calibration& operator[](std::size_t i) { return c_[i]; }  // i = index(layer, site)
 
   static std::size_t index(int layer, Site s) {
     return s == Site::cls_in ? std::size_t(layer) * sites_per_layer : std::size_t(layer * sites_per_layer + int(s));
@@ -44,7 +46,7 @@ class Calibrations {
 inline Calibrations capture(const Model& m, const std::vector<std::vector<int>>& seqs,
                             std::size_t sample_tokens = 512) {
   Calibrations cal(m, sample_tokens);
-  std::vector<std::vector<float>> buf(Calibrations::index(m.config.layers, Site::cls_in) + 1);
+  std::vector<std::vector<float>> buf(cal.size());  // one sequence's inputs, per Calibrations::index
   for (const auto& seq : seqs) {
     Decoder d(m, {}, 1);
     for (int t : seq)
@@ -52,14 +54,11 @@ inline Calibrations capture(const Model& m, const std::vector<std::vector<int>>&
         auto& b = buf[Calibrations::index(l, s)];
         b.insert(b.end(), x, x + n);
       });
-    for (int l = 0; l <= m.config.layers; ++l)
-      for (int s = 0; s < (l < m.config.layers ? sites_per_layer : 1); ++s) {
-        const Site site = l < m.config.layers ? Site(s) : Site::cls_in;
-        auto& b = buf[Calibrations::index(l, site)];
-        lowbit::Calibration& c = cal.at(l, site);
-        c.add(lowbit::ConstMatrixView<float>(b.data(), b.size() / c.features(), c.features()));
-        b.clear();
-      }
+    for (std::size_t i = 0; i < buf.size(); ++i) {
+      const std::size_t k = cal[i].features();
+      cal[i].add(lowbit::ConstMatrixView<float>(buf[i].data(), buf[i].size() / k, k));
+      buf[i].clear();
+    }
   }
   return cal;
 }

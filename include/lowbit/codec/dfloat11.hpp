@@ -152,8 +152,7 @@ void decompress_into(const Dfloat11Matrix& d, Out* out, std::size_t size, const 
   if (d.size() == 0) return;
   const auto table = detail::decode_table(d.code_lengths);
   const huffman::DecodeTable& t = *table;
-  const int threads = d.size() < (std::size_t(1) << 16) ? 1 : opt.threads;
-  parallel_for(d.blocks(), interleave, threads, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(d.blocks(), interleave, lowbit::detail::threads_for(d.rows, d.cols, opt.threads), [&](std::size_t b0, std::size_t b1) {
     for_each_decoded(d, t, b0, b1, where, [&](std::size_t first, const std::uint8_t* exp, std::size_t count) {
       const std::uint8_t* sm = d.sign_mantissa.data() + first;
       Out* o = out + first;

@@ -132,6 +132,12 @@ inline std::atomic<int>& default_threads() {
   return n;
 }
 
+// The thread count for a problem of rows x cols multiply-adds (or
+// elements): problems below 64K are not worth waking the pool for.
+inline int threads_for(std::size_t rows, std::size_t cols, int requested) noexcept {
+  return rows * cols < (std::size_t(1) << 16) ? 1 : requested;
+}
+
 }  // namespace detail
 
 // Process-wide default thread count for lowbit's kernels and quantizers.

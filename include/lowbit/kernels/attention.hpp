@@ -51,8 +51,7 @@ void run_attention(int heads, int kv_heads, int head_dim, std::size_t tokens, co
   const float scale = o.scale > 0.0f ? o.scale : 1.0f / std::sqrt(float(head_dim));
   const int group = heads / kv_heads, chunks = (group + 3) / 4;
   const kernel_table& k = active_kernels();
-  // A small problem is not worth waking the pool for (a short context).
-  const int threads = std::size_t(heads) * d * tokens < (std::size_t(1) << 16) ? 1 : o.threads;
+  const int threads = threads_for(std::size_t(heads) * d, tokens, o.threads);  // a short context: one thread
   parallel_for(std::size_t(kv_heads * chunks), 1, threads, [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) {
       const int kh = int(i) / chunks, c = int(i) % chunks;

@@ -31,11 +31,6 @@ inline int x_lanes(const kernel_table& k, const GroupQuantMatrix& w) noexcept {
   return w.group % act_block == 0 ? k.f32_lanes : 0;
 }
 
-// Small problems are not worth waking the pool for.
-inline int threads_for(std::size_t rows, std::size_t cols, int requested) noexcept {
-  return rows * cols < (std::size_t(1) << 16) ? 1 : requested;
-}
-
 }  // namespace detail
 
 inline void gemv(const GroupQuantMatrix& w, span<const float> x, span<float> y, const RunOptions& opt = {}) {
