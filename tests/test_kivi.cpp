@@ -375,4 +375,8 @@ TEST_CASE("kivi: bad input gets a clear error and leaves the cache as it was", "
   REQUIRE_THROWS_AS(attention(c, nullptr, out.data()), lowbit::error);
   REQUIRE_THROWS_AS(attention(AttentionShape{6, 4, 64}, x.k.data(), x.v.data(), 1, q.data(), out.data()), lowbit::error);
   REQUIRE_THROWS_AS(attention(AttentionShape{4, 2, 60}, x.k.data(), x.v.data(), 1, q.data(), out.data()), lowbit::error);
+  // More tokens than a preallocated cache holds would read past each head's rows.
+  REQUIRE_THROWS_WITH(attention(AttentionShape{4, 2, 64, 3}, x.k.data(), x.v.data(), 4, q.data(), out.data()),
+                      Catch::Contains("exceed the capacity"));
+  REQUIRE_NOTHROW(attention(AttentionShape{4, 2, 64, 3}, x.k.data(), x.v.data(), 3, q.data(), out.data()));
 }
