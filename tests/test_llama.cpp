@@ -15,8 +15,6 @@ using llama::Method;
 
 namespace {
 
-std::string model_dir() { return test::shared_data_dir() + "/stories260K"; }
-
 struct Setup {
   llama2c::Checkpoint ck;
   std::vector<std::vector<int>> eval, calib;
@@ -30,15 +28,15 @@ struct Setup {
 
 Setup* setup() {
   static const std::unique_ptr<Setup> s = []() -> std::unique_ptr<Setup> {
-    if (!std::ifstream(model_dir() + "/stories260K.bin")) return nullptr;
+    if (!std::ifstream(test::stories260k_dir() + "/stories260K.bin")) return nullptr;
     auto r = std::make_unique<Setup>();
-    r->ck = llama2c::load_checkpoint(model_dir() + "/stories260K.bin");
-    const auto tok = llama2c::Tokenizer::load(model_dir() + "/tok512.bin", r->ck.config.vocab);
+    r->ck = llama2c::load_checkpoint(test::stories260k_dir() + "/stories260K.bin");
+    const auto tok = llama2c::Tokenizer::load(test::stories260k_dir() + "/tok512.bin", r->ck.config.vocab);
     // As the reference perplexities: every story, BOS, no EOS, cut to 512.
-    r->eval = llama::encode_all(tok, llama::read_stories(model_dir() + "/eval.txt"), 512);
+    r->eval = llama::encode_all(tok, llama::read_stories(test::stories260k_dir() + "/eval.txt"), 512);
     r->eval_part.assign(r->eval.begin(), r->eval.begin() + 100);
     // 128 calibration stories (the AWQ/GPTQ references use 128 samples).
-    auto cs = llama::read_stories(model_dir() + "/calib.txt");
+    auto cs = llama::read_stories(test::stories260k_dir() + "/calib.txt");
     cs.resize(128);
     r->calib = llama::encode_all(tok, cs, 512);
     return r;

@@ -12,8 +12,6 @@ using namespace lowbit;
 
 namespace {
 
-std::string model_dir() { return test::shared_data_dir() + "/stories260K"; }
-
 struct RealModel {
   llama2c::Checkpoint ck;
   llama2c::Tokenizer tok;
@@ -22,10 +20,10 @@ struct RealModel {
 
 const RealModel* model() {
   static const std::unique_ptr<RealModel> m = []() -> std::unique_ptr<RealModel> {
-    if (!std::ifstream(model_dir() + "/stories260K.bin")) return nullptr;
+    if (!std::ifstream(test::stories260k_dir() + "/stories260K.bin")) return nullptr;
     auto r = std::make_unique<RealModel>();
-    r->ck = llama2c::load_checkpoint(model_dir() + "/stories260K.bin");
-    r->tok = llama2c::Tokenizer::load(model_dir() + "/tok512.bin", r->ck.config.vocab);
+    r->ck = llama2c::load_checkpoint(test::stories260k_dir() + "/stories260K.bin");
+    r->tok = llama2c::Tokenizer::load(test::stories260k_dir() + "/tok512.bin", r->ck.config.vocab);
     r->fp32 = llama::dense_model(r->ck);
     return r;
   }();
@@ -49,7 +47,7 @@ std::vector<std::pair<int, std::vector<const Matrix*>>> linear_sets(const llama2
 // acts[layer][site] is a (tokens x width) matrix.
 using Acts = std::vector<std::vector<Matrix>>;
 Acts activations(const RealModel& m, const std::string& file, std::size_t n) {
-  const auto stories = llama::read_stories(model_dir() + "/" + file);
+  const auto stories = llama::read_stories(test::stories260k_dir() + "/" + file);
   const auto& c = m.ck.config;
   std::vector<std::vector<std::vector<float>>> buf(std::size_t(c.layers), std::vector<std::vector<float>>(4));
   for (std::size_t s = 0; s < n && s < stories.size(); ++s) {
@@ -100,7 +98,7 @@ void for_each_linear_with_hessian(const RealModel& m, Fn&& fn) {
 TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]") {
   const RealModel* m = model_or_skip();
   if (!m) return;
-  std::ifstream f(model_dir() + "/ref_logits_eval0_64.bin", std::ios::binary);
+  std::ifstream f(test::stories260k_dir() + "/ref_logits_eval0_64.bin", std::ios::binary);
   REQUIRE(f);
   std::int32_t n = 0, vocab = 0;
   f.read(reinterpret_cast<char*>(&n), 4);
@@ -112,7 +110,7 @@ TEST_CASE("real model: the test forward reproduces llama2.c's logits", "[real]")
   f.read(reinterpret_cast<char*>(ref.data()), std::streamsize(4 * ref.size()));
   REQUIRE(f);
   // The tokenizer gives the same tokens for the first eval story.
-  auto ids = m->tok.encode(llama::read_stories(model_dir() + "/eval.txt").at(0));
+  auto ids = m->tok.encode(llama::read_stories(test::stories260k_dir() + "/eval.txt").at(0));
   REQUIRE(ids.size() >= std::size_t(n));
   ids.resize(std::size_t(n));
   REQUIRE(std::vector<std::int32_t>(ids.begin(), ids.end()) == ref_tokens);

@@ -80,4 +80,7 @@ inline std::string shared_data_dir() {
 #endif
 }
 
+// The real model's files (../shared/data/stories260K; see its README).
+inline std::string stories260k_dir() { return shared_data_dir() + "/stories260K"; }
+
 }  // namespace lowbit::test
