@@ -115,6 +115,9 @@ TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
   broken([](SpqrMatrix& b) { b.perm[3] = b.perm[4]; });
   broken([](SpqrMatrix& b) { b.perm.pop_back(); });
   broken([](SpqrMatrix& b) { b.row_ptr.back() += 1; });
+  // A middle row pointer past the end, the next one back in range (found by
+  // fuzz_io: validate read past the outlier arrays before seeing the drop).
+  broken([](SpqrMatrix& b) { b.row_ptr[1] = b.row_ptr.back() + 5; });
   broken([](SpqrMatrix& b) { b.outlier_col[0] = 64; });
   broken([](SpqrMatrix& b) { b.outlier_val[0] = 0x7C00; });  // +inf
   broken([](SpqrMatrix& b) { b.stat_params[2] = 0x7E00; });  // NaN
@@ -135,4 +138,17 @@ TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
   REQUIRE_THROWS_AS(spqr::quantize(W, H, o), lowbit::error);
   REQUIRE_THROWS_AS(spqr::quantize(W, Eigen::MatrixXd::Identity(63, 63)), lowbit::error);
   REQUIRE_THROWS_AS(spqr::quantize(W, -Eigen::MatrixXd::Identity(64, 64)), lowbit::error);
+}
+
+TEST_CASE("spqr: statistics with a tiny range far from zero stay finite in fp16", "[spqr]") {
+  // Two rows whose group scales are nearly equal: min-max fitting of the
+  // scales gives a zero point beyond fp16's range (found by fuzz_io's seed
+  // generator). The stored statistics must stay finite and accurate.
+  Matrix w(2, 40);
+  for (std::size_t i = 0; i < 80; ++i) w.data()[i] = 0.05f * float(((i + 1) * 2654435761u) % 1000) / 1000.0f - 0.025f;
+  spqr::Options o;
+  o.outlier_threshold = 0.5f;
+  const SpqrMatrix q = spqr::quantize(w, Eigen::MatrixXd::Identity(40, 40), o);
+  REQUIRE_NOTHROW(q.validate());
+  CHECK(test::frob_error(w, dequantize(q)) < 0.1 * test::frob_error(w, Matrix(2, 40)));
 }

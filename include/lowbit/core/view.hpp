@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "buffer.hpp"
 #include "error.hpp"
 
 namespace lowbit {
@@ -84,25 +85,33 @@ class MatrixView {
 template <class T>
 using ConstMatrixView = MatrixView<const T>;
 
-// Owning row-major float matrix (contiguous, stride == cols).
+// Row-major float matrix (contiguous, stride == cols) with value semantics.
+// Its elements may be a read-only view (a memory-mapped file): the first
+// non-const access copies them (core/buffer.hpp).
 class Matrix {
  public:
   Matrix() = default;
   Matrix(std::size_t rows, std::size_t cols, float fill = 0.0f)
       : rows_(rows), cols_(cols), data_(rows * cols, fill) {}
+  // rows x cols elements, row-major, from `data` (owned or a view).
+  Matrix(std::size_t rows, std::size_t cols, Buffer<float> data) : rows_(rows), cols_(cols), data_(std::move(data)) {
+    LOWBIT_CHECK(cols == 0 ? data_.empty() : rows <= std::size_t(-1) / cols && data_.size() == rows * cols, "Matrix",
+                 "data has ", data_.size(), " elements for ", rows, " x ", cols);
+  }
+  const Buffer<float>& buffer() const noexcept { return data_; }
 
   std::size_t rows() const noexcept { return rows_; }
   std::size_t cols() const noexcept { return cols_; }
-  float* data() noexcept { return data_.data(); }
+  float* data() { return data_.data(); }
   const float* data() const noexcept { return data_.data(); }
-  float& operator()(std::size_t i, std::size_t j) noexcept { return data_[i * cols_ + j]; }
+  float& operator()(std::size_t i, std::size_t j) { return data_[i * cols_ + j]; }
   float operator()(std::size_t i, std::size_t j) const noexcept { return data_[i * cols_ + j]; }
-  float* row(std::size_t i) noexcept { return data_.data() + i * cols_; }
+  float* row(std::size_t i) { return data_.data() + i * cols_; }
   const float* row(std::size_t i) const noexcept { return data_.data() + i * cols_; }
 
-  MatrixView<float> view() noexcept { return {data_.data(), rows_, cols_}; }
+  MatrixView<float> view() { return {data_.data(), rows_, cols_}; }
   MatrixView<const float> view() const noexcept { return {data_.data(), rows_, cols_}; }
-  operator MatrixView<float>() noexcept { return view(); }
+  operator MatrixView<float>() { return view(); }
   operator MatrixView<const float>() const noexcept { return view(); }
 
   friend bool operator==(const Matrix& a, const Matrix& b) {
@@ -111,7 +120,7 @@ class Matrix {
 
  private:
   std::size_t rows_ = 0, cols_ = 0;
-  std::vector<float> data_;
+  Buffer<float> data_;
 };
 
 }  // namespace lowbit

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../core/buffer.hpp"
 #include "../core/error.hpp"
 #include "../codec/huffman.hpp"
 
@@ -39,9 +40,9 @@ struct Dfloat11Matrix {
   std::size_t rows = 0, cols = 0;
   std::size_t block = 16384;
   std::array<std::uint8_t, 256> code_lengths{};
-  std::vector<std::uint64_t> block_start;
-  std::vector<std::uint8_t> exponents;
-  std::vector<std::uint8_t> sign_mantissa;
+  Buffer<std::uint64_t> block_start;
+  Buffer<std::uint8_t> exponents;
+  Buffer<std::uint8_t> sign_mantissa;
 
   std::size_t size() const noexcept { return rows * cols; }
   std::size_t blocks() const noexcept { return block ? (size() + block - 1) / block : 0; }
@@ -78,6 +79,12 @@ struct Dfloat11Matrix {
                  "code lengths violate the Kraft inequality");
     LOWBIT_CHECK(size() == 0 || used > 0, where, "no exponent has a code");
   }
+
+  friend bool operator==(const Dfloat11Matrix& a, const Dfloat11Matrix& b) {
+    return a.rows == b.rows && a.cols == b.cols && a.block == b.block && a.code_lengths == b.code_lengths &&
+           a.block_start == b.block_start && a.exponents == b.exponents && a.sign_mantissa == b.sign_mantissa;
+  }
+  friend bool operator!=(const Dfloat11Matrix& a, const Dfloat11Matrix& b) { return !(a == b); }
 };
 
 }  // namespace lowbit

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../core/bitpack.hpp"
+#include "../core/buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
@@ -53,7 +54,7 @@ struct GroupQuantMatrix {
   std::size_t group = 128;
   bool symmetric = false;
   ScaleType scale_type = ScaleType::fp16;
-  std::vector<std::uint8_t> codes, scales, zeros;
+  Buffer<std::uint8_t> codes, scales, zeros;
 
   std::size_t groups_per_row() const noexcept { return group ? (cols + group - 1) / group : 0; }
   std::size_t row_bytes() const noexcept { return bitpack::row_bytes(cols, bits); }

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "../core/bitpack.hpp"
+#include "../core/buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
@@ -49,11 +50,11 @@ struct SpqrMatrix {
   std::size_t group = 16;
   int stat_bits = 3;
   std::size_t stat_group = 16;
-  std::vector<std::uint32_t> perm;
-  std::vector<std::uint8_t> codes, scale_codes, zero_codes;
-  std::vector<std::uint16_t> stat_params;
-  std::vector<std::uint32_t> row_ptr;
-  std::vector<std::uint16_t> outlier_col, outlier_val;
+  Buffer<std::uint32_t> perm;
+  Buffer<std::uint8_t> codes, scale_codes, zero_codes;
+  Buffer<std::uint16_t> stat_params;
+  Buffer<std::uint32_t> row_ptr;
+  Buffer<std::uint16_t> outlier_col, outlier_val;
 
   std::size_t groups_per_row() const noexcept { return group ? (cols + group - 1) / group : 0; }
   std::size_t row_blocks() const noexcept { return stat_group ? (rows + stat_group - 1) / stat_group : 0; }
@@ -116,7 +117,8 @@ struct SpqrMatrix {
                  "outlier arrays disagree: ", outlier_col.size(), " columns, ", outlier_val.size(), " values, row_ptr ends at ",
                  row_ptr.back());
     for (std::size_t r = 0; r < rows; ++r) {
-      LOWBIT_CHECK(row_ptr[r] <= row_ptr[r + 1], where, "row_ptr decreases at row ", r);
+      LOWBIT_CHECK(row_ptr[r] <= row_ptr[r + 1] && row_ptr[r + 1] <= row_ptr.back(), where,
+                   "row_ptr decreases at row ", r);
       for (std::size_t i = row_ptr[r]; i < row_ptr[r + 1]; ++i) {
         LOWBIT_CHECK(outlier_col[i] < cols && (i == row_ptr[r] || outlier_col[i - 1] < outlier_col[i]), where,
                      "outlier column ", outlier_col[i], " of row ", r, " is out of range or not ascending");
@@ -125,6 +127,14 @@ struct SpqrMatrix {
       }
     }
   }
+
+  friend bool operator==(const SpqrMatrix& a, const SpqrMatrix& b) {
+    return a.rows == b.rows && a.cols == b.cols && a.bits == b.bits && a.group == b.group &&
+           a.stat_bits == b.stat_bits && a.stat_group == b.stat_group && a.perm == b.perm && a.codes == b.codes &&
+           a.scale_codes == b.scale_codes && a.zero_codes == b.zero_codes && a.stat_params == b.stat_params &&
+           a.row_ptr == b.row_ptr && a.outlier_col == b.outlier_col && a.outlier_val == b.outlier_val;
+  }
+  friend bool operator!=(const SpqrMatrix& a, const SpqrMatrix& b) { return !(a == b); }
 };
 
 // W as floats (M x K, original column order).

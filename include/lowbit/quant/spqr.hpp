@@ -128,6 +128,14 @@ struct ColumnQuantizer {
         m.scale = fp16::from_float(m.scale).to_float();
         m.zero = fp16::from_float(m.zero).to_float();
         if (!(m.scale > 0.0f) || !std::isfinite(m.scale)) m.scale = fp16::from_bits(1).to_float();
+        if (!std::isfinite(m.zero)) {
+          // A tiny range far from 0 (rows with near-equal statistics): the
+          // zero point -min / scale overflows fp16. Widen the scale until it
+          // fits; the values then share one code, within 2^-11 of min.
+          const float lo = *std::min_element(v.begin(), v.begin() + std::ptrdiff_t(n));
+          m.scale = fp16::from_float(std::fabs(lo) / 1024.0f).to_float();
+          m.zero = fp16::from_float(-lo / m.scale).to_float();
+        }
         const std::size_t at = (b * G + j) * 4 + std::size_t(2 * which);
         stat_params[at] = fp16::from_float(m.scale).bits;
         stat_params[at + 1] = fp16::from_float(m.zero).bits;
