@@ -73,38 +73,19 @@ void BM_memcpy(benchmark::State& state) {
   state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(n));
 }
 
-void BM_load_read(benchmark::State& state) {
+// io::load or io::map of the file for state.range(0) MiB.
+void load(benchmark::State& state, bool mapped, bool verify) {
   const std::string path = file_of(std::size_t(state.range(0)));
   io::LoadOptions opt;
+  opt.verify_checksums = verify;
   opt.threads = bench::threads();
-  for (auto _ : state) benchmark::DoNotOptimize(io::load(path, opt));
+  for (auto _ : state) benchmark::DoNotOptimize(mapped ? io::map(path, opt) : io::load(path, opt));
   state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(size_of(path)));
 }
-
-void BM_load_read_unverified(benchmark::State& state) {
-  const std::string path = file_of(std::size_t(state.range(0)));
-  io::LoadOptions opt;
-  opt.verify_checksums = false;
-  opt.threads = bench::threads();
-  for (auto _ : state) benchmark::DoNotOptimize(io::load(path, opt));
-  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(size_of(path)));
-}
-
-void BM_load_mmap(benchmark::State& state) {
-  const std::string path = file_of(std::size_t(state.range(0)));
-  io::LoadOptions opt;
-  opt.verify_checksums = false;
-  for (auto _ : state) benchmark::DoNotOptimize(io::map(path, opt));
-  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(size_of(path)));
-}
-
-void BM_load_mmap_verified(benchmark::State& state) {
-  const std::string path = file_of(std::size_t(state.range(0)));
-  io::LoadOptions opt;
-  opt.threads = bench::threads();
-  for (auto _ : state) benchmark::DoNotOptimize(io::map(path, opt));
-  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(size_of(path)));
-}
+void BM_load_read(benchmark::State& state) { load(state, false, true); }
+void BM_load_read_unverified(benchmark::State& state) { load(state, false, false); }
+void BM_load_mmap(benchmark::State& state) { load(state, true, false); }
+void BM_load_mmap_verified(benchmark::State& state) { load(state, true, true); }
 
 void sizes(benchmark::internal::Benchmark* b) {
   for (int mib : {16, 256, 1024}) b->Arg(mib);

@@ -278,17 +278,39 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   const std::uint64_t past = file.size();
   std::memcpy(huge.data(), &past, 8);
   CHECK_THAT(message(huge), Contains("exceeds the file"));
-  CHECK_THAT(message(replaced("\"lowbit.version\":\"1\"", "\"lowbit.version\":\"2\"")), Contains("format version"));
-  CHECK_THAT(message(replaced("group_quant ", "vector_quant ")), Contains("unknown format kind"));
-  CHECK_THAT(message(replaced("bits=4", "bits=4 colour=blue")), Contains("unknown parameter"));
-  CHECK_THAT(message(replaced("bits=4", "bits=04")), Contains("not an integer"));
-  CHECK_THAT(message(replaced("bits=4", "bits=5")), Contains("not a valid format"));
-  CHECK_THAT(message(replaced("rows=4", "rows=5")), Contains("has shape"));
-  CHECK_THAT(message(replaced("\"w.scales\":{\"dtype\":\"F16\"", "\"w.scales\":{\"dtype\":\"BF16\"")),
-             Contains("has dtype BF16, expected F16"));
-  CHECK_THAT(message(replaced("\"w.scales\":{\"dtype\":\"F16\"", "\"w.scales\":{\"dtype\":\"F17\"")),
-             Contains("unsupported dtype"));
-  CHECK_THAT(message(replaced("\"w.codes\":", "\"w.kodes\":")), Contains("tensor \"w.codes\" is missing"));
+  // One header edit per rule, and the error it must give.
+  const struct {
+    const char *from, *to, *error;
+  } rules[] = {
+      {"\"lowbit.version\":\"1\"", "\"lowbit.version\":\"2\"", "format version"},
+      {"group_quant ", "vector_quant ", "unknown format kind"},
+      {"bits=4", "bits=4 colour=blue", "unknown parameter"},
+      {"bits=4", "bits=04", "not an integer"},
+      {"bits=4", "bits=5", "not a valid format"},
+      {"rows=4", "rows=5", "has shape"},
+      {"\"w.scales\":{\"dtype\":\"F16\"", "\"w.scales\":{\"dtype\":\"BF16\"", "has dtype BF16, expected F16"},
+      {"\"w.scales\":{\"dtype\":\"F16\"", "\"w.scales\":{\"dtype\":\"F17\"", "unsupported dtype"},
+      {"\"w.codes\":", "\"w.kodes\":", "tensor \"w.codes\" is missing"},
+      {"\"shape\":[4,32]", "\"shape\":[4,33]", "bytes for"},
+      {"\"shape\":[4,", "\"shape\":[4000000000000,4000000000000,", "shape overflows"},
+      {"\"data_offsets\":[0,", "\"data_offsets\":[1,", "tile the data buffer"},
+      {"{", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},", "tile the data buffer"},
+      {"{", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"y\":1},", "unknown field"},
+      {"\"w.codes\":", "\"w.codes\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},\"w.codes\":",
+       "duplicate tensor"},
+      {"{", "{\"__metadata__\":{},", "duplicate key"},
+      {"\"lowbit.version\":\"1\"", "\"lowbit.version\":1", "not a string"},
+      {"\"lowbit.version\"", "\"lowbit.\xC0\xAF\"", "invalid UTF-8"},
+      {"\"lowbit.version\"", "\"lowbit.\\ud800\"", "surrogate"},
+      {"\"lowbit.version\"", "\"lowbit.\tx\"", "control character"},
+      {"{", "{{", "expected '\"'"},
+      {"\"data_offsets\":[0,", "\"data_offsets\":[0.0,", "unsigned integer"},
+      {"\"data_offsets\":[0,", "\"data_offsets\":[99999999999999999999,", "out of range"},
+  };
+  for (const auto& r : rules) {
+    INFO(r.from << " -> " << r.to);
+    CHECK_THAT(message(replaced(r.from, r.to)), Contains(r.error));
+  }
   // Checksums: the header's, then each tensor's.
   CHECK_THAT(verified(replaced("cols=64", "cols=60")), Contains("header checksum mismatch"));
   CHECK(message(replaced("cols=64", "cols=60")).empty());  // same bytes, another valid matrix: only the checksum sees it
@@ -298,25 +320,6 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   flipped.back() ^= 1;
   CHECK_THAT(verified(flipped), Contains("checksum mismatch (file says"));
   CHECK(message(flipped).empty());
-  CHECK_THAT(message(replaced("\"shape\":[4,32]", "\"shape\":[4,33]")), Contains("bytes for"));
-  CHECK_THAT(message(replaced("\"shape\":[4,", "\"shape\":[4000000000000,4000000000000,")),
-             Contains("shape overflows"));
-  CHECK_THAT(message(replaced("\"data_offsets\":[0,", "\"data_offsets\":[1,")), Contains("tile the data buffer"));
-  CHECK_THAT(message(replaced("{", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},")),
-             Contains("tile the data buffer"));
-  CHECK_THAT(message(replaced("{", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"y\":1},")),
-             Contains("unknown field"));
-  CHECK_THAT(message(replaced("\"w.codes\":", "\"w.codes\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},\"w.codes\":")), Contains("duplicate tensor"));
-  CHECK_THAT(message(replaced("{", "{\"__metadata__\":{},")), Contains("duplicate key"));
-  CHECK_THAT(message(replaced("\"lowbit.version\":\"1\"", "\"lowbit.version\":1")), Contains("not a string"));
-  CHECK_THAT(message(replaced("\"lowbit.version\"", "\"lowbit.\xC0\xAF\"")), Contains("invalid UTF-8"));
-  CHECK_THAT(message(replaced("\"lowbit.version\"", "\"lowbit.\\ud800\"")), Contains("surrogate"));
-  CHECK_THAT(message(replaced("\"lowbit.version\"", "\"lowbit.\tx\"")), Contains("control character"));
-  CHECK_THAT(message(replaced("{", "{{")), Contains("expected '\"'"));
-  CHECK_THAT(message(replaced("\"data_offsets\":[0,", "\"data_offsets\":[0.0,")),
-             Contains("unsigned integer"));
-  CHECK_THAT(message(replaced("\"data_offsets\":[0,", "\"data_offsets\":[99999999999999999999,")),
-             Contains("out of range"));
   std::vector<std::uint8_t> trailing = with_header(header + "x");
   CHECK_THAT(message(trailing), Contains("after the header"));
   // Names save refuses.
@@ -328,5 +331,15 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   clash["a.codes"] = Matrix(1, 1);
   CHECK_THAT(error_of([&] { io::save(path, clash); }), Contains("two items produce"));
   CHECK_THAT(error_of([&] { io::load(temp_path("does_not_exist")); }), Contains("cannot open"));
+  CHECK_THAT(error_of([&] { io::map(temp_path("does_not_exist")); }), Contains("cannot open"));
+  std::ofstream(path, std::ios::binary).close();  // an empty file
+  CHECK_THAT(error_of([&] { io::map(path); }), Contains("is empty"));
+  CHECK_THAT(error_of([&] { io::load(path); }), Contains("shorter than the 8-byte header length"));
+  // Writer and Matrix inputs that disagree with their shapes.
+  const float two[2] = {1, 2};
+  CHECK_THAT(error_of([&] { io::layout_safetensors({{"t", io::Dtype::F32, {3}, two, 8}}, {}); }),
+             Contains("8 bytes for 3 elements of F32"));
+  CHECK_THAT(error_of([&] { Matrix(2, 2, Buffer<float>(3)); }), Contains("3 elements for 2 x 2"));
+  CHECK_THAT(error_of([&] { Matrix(2, 0, Buffer<float>(1)); }), Contains("1 elements for 2 x 0"));
   std::remove(path.c_str());
 }

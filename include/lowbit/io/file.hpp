@@ -46,7 +46,8 @@
 // tensor's dtype and shape against the item's parameters, then the format's
 // own validate(). Files without lowbit metadata (checkpoints from elsewhere)
 // load as Matrix items: F32 tensors in place, F16 and BF16 converted; a
-// tensor of rank > 2 becomes (product of leading dims) x (last dim).
+// tensor of rank > 2 becomes (product of leading dims) x (last dim), one
+// with a zero last dimension 0 x 0.
 #pragma once
 
 #include <cstdio>
@@ -237,6 +238,8 @@ inline void check_shape(std::uint64_t rows, std::uint64_t cols) {
   LOWBIT_CHECK(cols > 0 || rows == 0, "lowbit file", "a ", rows, " x 0 matrix");
 }
 
+inline Dtype scale_dtype(ScaleType t) { return t == ScaleType::fp16 ? Dtype::F16 : Dtype::F32; }
+
 inline Params params_of(const GroupQuantMatrix& q) {
   return Params("group_quant", "")
       .set("rows", q.rows)
@@ -247,9 +250,8 @@ inline Params params_of(const GroupQuantMatrix& q) {
       .set("scale_type", q.scale_type == ScaleType::fp16 ? "fp16" : "fp32");
 }
 inline void fields_of(const std::string& n, const GroupQuantMatrix& q, Fields& f) {
-  const Dtype st = q.scale_type == ScaleType::fp16 ? Dtype::F16 : Dtype::F32;
   f.add(n, "codes", Dtype::U8, {q.rows, q.row_bytes()}, q.codes);
-  f.add(n, "scales", st, {q.rows, q.groups_per_row()}, q.scales);
+  f.add(n, "scales", scale_dtype(q.scale_type), {q.rows, q.groups_per_row()}, q.scales);
   if (!q.symmetric) f.add(n, "zeros", Dtype::U8, {q.zeros.size()}, q.zeros);
 }
 inline GroupQuantMatrix read_group_quant(Params& p, ItemReader& r) {
@@ -267,8 +269,7 @@ inline GroupQuantMatrix read_group_quant(Params& p, ItemReader& r) {
   LOWBIT_CHECK(q.group >= 8 && (q.bits == 2 || q.bits == 3 || q.bits == 4 || q.bits == 8), "lowbit file",
                "group_quant: bits ", q.bits, ", group ", q.group, " are not a valid format");
   q.codes = r.get<std::uint8_t>("codes", Dtype::U8, {q.rows, q.row_bytes()});
-  q.scales = r.get<std::uint8_t>("scales", q.scale_type == ScaleType::fp16 ? Dtype::F16 : Dtype::F32,
-                                  {q.rows, q.groups_per_row()});
+  q.scales = r.get<std::uint8_t>("scales", scale_dtype(q.scale_type), {q.rows, q.groups_per_row()});
   if (!q.symmetric)
     q.zeros = r.get<std::uint8_t>("zeros", Dtype::U8, {bitpack::row_bytes(q.rows * q.groups_per_row(), q.bits)});
   q.validate();
@@ -585,7 +586,8 @@ inline void save(const std::string& path, const Items& items) {
   LOWBIT_CHECK(out, "io::save", "writing \"", path, "\" failed");
 }
 
-// Reads the file into one 64-byte-aligned allocation; the items' arrays are
+// Reads the file into one private allocation (2 MiB-aligned anonymous
+// memory where there is mmap, else 64-byte aligned); the items' arrays are
 // views of it (freed with the last of them).
 inline Items load(const std::string& path, const LoadOptions& opt = {}) { return detail::decode(detail::read_file(path, opt.threads), opt); }
 

@@ -236,50 +236,42 @@ class HeaderParser {
     if (p_ < end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E')) fail("expected an unsigned integer");
     return v;
   }
-  std::vector<std::uint64_t> integers() {
-    std::vector<std::uint64_t> v;
-    expect('[');
-    ws();
-    if (peek() == ']') {
-      ++p_;
-      return v;
-    }
-    for (;;) {
-      if (v.size() >= 64) fail("more than 64 dimensions");
-      v.push_back(integer());
-      ws();
-      if (peek() == ',') {
-        ++p_;
-        ws();
-        continue;
-      }
-      expect(']');
-      return v;
-    }
-  }
+  // A comma-separated list between `open` and `close` (JSON arrays and
+  // objects): item() reads one element.
   template <class F>
-  void object(F&& member) {
-    expect('{');
+  void sequence(char open, char close, F&& item) {
+    expect(open);
     ws();
-    if (peek() == '}') {
+    if (peek() == close) {
       ++p_;
       return;
     }
     for (;;) {
-      std::string key = string();
+      item();
+      ws();
+      if (peek() != ',') break;
+      ++p_;
+      ws();
+    }
+    expect(close);
+  }
+  std::vector<std::uint64_t> integers() {
+    std::vector<std::uint64_t> v;
+    sequence('[', ']', [&] {
+      if (v.size() >= 64) fail("more than 64 dimensions");
+      v.push_back(integer());
+    });
+    return v;
+  }
+  template <class F>
+  void object(F&& member) {
+    sequence('{', '}', [&] {
+      const std::string key = string();
       ws();
       expect(':');
       ws();
       member(key);
-      ws();
-      if (peek() == ',') {
-        ++p_;
-        ws();
-        continue;
-      }
-      expect('}');
-      return;
-    }
+    });
   }
   void metadata(std::map<std::string, std::string>& m) {
     object([&](const std::string& key) {
