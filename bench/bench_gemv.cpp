@@ -9,8 +9,14 @@
 //                                    >= 4x the last-level cache
 //   BM_gemm_int4_g128[_q8]/<M>/<K>/<N>  lowbit gemm, N tokens
 //   BM_gemv_spqr/<M>/<K>             SpQR 3-bit beta 16/16, ~1% outliers
+//   BM_gemv_vq2/<M>/<K>              VQ, v = 8, k = 65536 (16-bit indices, 2 bits/weight),
+//                                    output axis (VPTQ's layout): gathered centroids
+//   BM_gemv_vq2_lut/<M>/<K>          VQ, v = 4, k = 256 (8-bit indices), input axis:
+//                                    lookup tables (kernels/lut_gemv.hpp)
 // Counters: weight_bytes (stored bytes of W), GBps (stored bytes read / s).
 #include <map>
+#include <numeric>
+#include <random>
 #include <memory>
 #include <tuple>
 
@@ -98,6 +104,21 @@ void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
   bench::set_bandwidth(st, double(q.bytes()));
 }
 
+// gemv on a format with fp32 activations; its size counters.
+template <class Q>
+void time_gemv(benchmark::State& st, const Q& q) {
+  const std::vector<float> x = bench::activations(q.cols);
+  std::vector<float> y(q.rows);
+  const RunOptions ro{Activations::fp32, bench::threads()};
+  for (auto _ : st) {
+    gemv(q, x, y, ro);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_bytes"] = double(q.bytes());
+  st.counters["bpw"] = q.bits_per_weight();
+  bench::set_bandwidth(st, double(q.bytes()));
+}
+
 // SpQR with ~1% outliers: weights with rare large entries, tau chosen to
 // keep about 1% (the paper's typical rate), on a neighbour-correlated Hessian.
 void BM_gemv_spqr(benchmark::State& st) {
@@ -113,19 +134,46 @@ void BM_gemv_spqr(benchmark::State& st) {
     o.outlier_threshold = 1.0f;
     slot = std::make_unique<SpqrMatrix>(spqr::quantize(w, H, o));
   }
-  const SpqrMatrix& q = *slot;
-  const std::vector<float> x = bench::activations(K);
-  std::vector<float> y(M);
-  const RunOptions ro{Activations::fp32, bench::threads()};
-  for (auto _ : st) {
-    gemv(q, x, y, ro);
-    benchmark::DoNotOptimize(y.data());
-  }
-  st.counters["weight_bytes"] = double(q.bytes());
-  st.counters["outlier_pct"] = 100.0 * double(q.outliers()) / double(M * K);
-  st.counters["bpw"] = q.bits_per_weight();
-  bench::set_bandwidth(st, double(q.bytes()));
+  time_gemv(st, *slot);
+  st.counters["outlier_pct"] = 100.0 * double(slot->outliers()) / double(M * K);
 }
+
+// A VQ matrix with random centroids and indices: kernel speed does not
+// depend on the values, and quantizing 4096 x 4096 to 65,536 centroids
+// takes minutes (bench_quantize measures that).
+VqMatrix random_vq(std::size_t M, std::size_t K, std::size_t v, std::size_t k, VqAxis axis) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  VqMatrix q;
+  q.rows = M;
+  q.cols = K;
+  q.vector = v;
+  q.axis = axis;
+  VqCodebook c;
+  c.entries = k;
+  std::vector<std::uint16_t> cent(k * v);
+  for (auto& h : cent) h = fp16::from_float(nd(rng)).bits;
+  c.centroids = std::move(cent);
+  const std::size_t n = q.vector_rows() * q.vectors_per_row(K);
+  std::vector<std::uint32_t> idx(n);
+  for (auto& i : idx) i = std::uint32_t(rng() % k);
+  c.indices = lowbit::detail::vq_pack_indices(idx.data(), n, c.index_bits());
+  q.main.push_back(std::move(c));
+  std::vector<std::uint32_t> perm(K);
+  std::iota(perm.begin(), perm.end(), 0u);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  q.perm = std::move(perm);
+  q.validate();
+  return q;
+}
+
+void run_vq(benchmark::State& st, std::size_t v, std::size_t k, VqAxis axis) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  time_gemv(st, random_vq(M, K, v, k, axis));
+}
+
+void BM_gemv_vq2(benchmark::State& st) { run_vq(st, 8, 65536, VqAxis::output); }
+void BM_gemv_vq2_lut(benchmark::State& st) { run_vq(st, 4, 256, VqAxis::input); }
 
 void BM_gemv_int4_g128(benchmark::State& st) { run_gemv(st, 4, Activations::fp32, false); }
 void BM_gemv_int4_g128_q8(benchmark::State& st) { run_gemv(st, 4, Activations::int8, false); }
@@ -166,6 +214,8 @@ BENCHMARK(BM_gemv_int4_g128)->Apply(shapes);
 BENCHMARK(BM_gemv_int4_g128_q8)->Apply(shapes);
 BENCHMARK(BM_gemv_int3_g128)->Apply(shapes);
 BENCHMARK(BM_gemv_int2_g128)->Apply(shapes);
+BENCHMARK(BM_gemv_vq2)->Apply(shapes);
+BENCHMARK(BM_gemv_vq2_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_spqr)->Args({4096, 4096})->Args({11008, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_q8_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -5,6 +5,8 @@
 //                                      preparation is not timed)
 //   BM_spqr_quantize/<M>/<K>           SpQR defaults (3-bit, beta1 = beta2 = 16,
 //                                      tau 0.2, act-order), Hessian given
+//   BM_vptq_quantize/<M>/<K>           VPTQ 2 bits: v = 8, k = 65536, output axis,
+//                                      act-order, default k-means, Hessian given
 //   BM_awq_quantize/<M>/<K>/<tokens>   AWQ int4 g128, default options, a
 //                                      calibration sample of <tokens> tokens
 // Threads: LOWBIT_BENCH_THREADS (default 1).
@@ -75,8 +77,24 @@ void BM_spqr_quantize(benchmark::State& st) {
   st.counters["outlier_pct"] = 100.0 * double(s.outliers) / double(M * K);
 }
 
+void BM_vptq_quantize(benchmark::State& st) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const Matrix w = bench::weights(M, K);
+  const Eigen::MatrixXd H = bench_hessian(K, 512);
+  vptq::Options o;
+  o.threads = bench::threads();
+  double bpw = 0;
+  for (auto _ : st) {
+    const VqMatrix q = vptq::quantize(w, H, o);
+    bpw = q.bits_per_weight();
+    benchmark::DoNotOptimize(q.main[0].indices.data());
+  }
+  st.counters["bpw"] = bpw;
+}
+
 }  // namespace
 
+BENCHMARK(BM_vptq_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_spqr_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gptq_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_rtn_quantize)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();

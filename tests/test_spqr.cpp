@@ -5,19 +5,6 @@ using namespace lowbit;
 
 namespace {
 
-// Correlated inputs with a few strong channels (a non-diagonal Hessian).
-Eigen::MatrixXd hessian_of(std::size_t K, unsigned seed, std::size_t tokens = 2048) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> nd;
-  Eigen::MatrixXd Z(static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(K));
-  for (Eigen::Index t = 0; t < Z.rows(); ++t)
-    for (Eigen::Index k = 0; k < Z.cols(); ++k) Z(t, k) = nd(rng) * (k % 50 == 3 ? 10.0 : 1.0);
-  Eigen::MatrixXd X = Z;
-  for (Eigen::Index k = 1; k < X.cols(); ++k) X.col(k) += 0.6 * Z.col(k - 1);  // neighbour correlation
-  return X.transpose() * X / double(tokens);
-}
-
-
 // LLM-like weights with rare large entries (the weights SpQR keeps in fp16).
 Matrix weights_with_outliers(std::size_t M, std::size_t K, unsigned seed) {
   Matrix w = test::llm_weights(M, K, seed);
@@ -32,7 +19,7 @@ Matrix weights_with_outliers(std::size_t M, std::size_t K, unsigned seed) {
 TEST_CASE("spqr: beats GPTQ int4 g128 at ~3.6-4 bits, outliers help", "[spqr]") {
   const std::size_t M = 256, K = 512;
   const Matrix W = weights_with_outliers(M, K, 1);
-  const Eigen::MatrixXd H = hessian_of(K, 2);
+  const Eigen::MatrixXd H = test::neighbour_hessian(K, 2);
   // tau = 1 keeps ~0.4% of the weights here (tau = 0.2, the default, 2.2%).
   spqr::Options o;
   o.outlier_threshold = 1.0f;
@@ -68,7 +55,7 @@ TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
     INFO("K " << K << " bits " << bits << " act_order " << act);
     const std::size_t M = 37;
     const Matrix W = weights_with_outliers(M, K, 3);
-    const Eigen::MatrixXd H = hessian_of(K, 4, 512);
+    const Eigen::MatrixXd H = test::neighbour_hessian(K, 4, 512);
     spqr::Options o;
     o.act_order = act;
     o.bits = bits;
@@ -102,7 +89,7 @@ TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
 
 TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
   const Matrix W = weights_with_outliers(32, 64, 6);
-  const Eigen::MatrixXd H = hessian_of(64, 7, 256);
+  const Eigen::MatrixXd H = test::neighbour_hessian(64, 7, 256);
   const SpqrMatrix q = spqr::quantize(W, H);
   REQUIRE(q.outliers() > 0);
   std::vector<float> x(64, 1.0f), y(32);

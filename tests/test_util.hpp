@@ -72,6 +72,19 @@ inline double hessian_error(const Matrix& W, const Matrix& Q, const Eigen::Matri
   return (D * H * D.transpose()).trace();
 }
 
+// Correlated inputs with a few strong channels (a non-diagonal Hessian):
+// neighbouring channels mixed, every 50th channel 10x larger.
+inline Eigen::MatrixXd neighbour_hessian(std::size_t K, unsigned seed, std::size_t tokens = 2048) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd;
+  Eigen::MatrixXd Z(static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(K));
+  for (Eigen::Index t = 0; t < Z.rows(); ++t)
+    for (Eigen::Index k = 0; k < Z.cols(); ++k) Z(t, k) = nd(rng) * (k % 50 == 3 ? 10.0 : 1.0);
+  Eigen::MatrixXd X = Z;
+  for (Eigen::Index k = 1; k < X.cols(); ++k) X.col(k) += 0.6 * Z.col(k - 1);  // neighbour correlation
+  return X.transpose() * X / double(tokens);
+}
+
 inline std::string shared_data_dir() {
 #ifdef LOWBIT_SHARED_DATA
   return LOWBIT_SHARED_DATA;

@@ -267,6 +267,20 @@ int main(int argc, char** argv) {
         [&](std::size_t n, float* out) { gemv(s, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
   }
 
+  // VPTQ at 2 bits: 8-bit indices of 4-weight vectors along the input axis
+  // (the lookup-table kernel), a 256-entry fp16 codebook.
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    vptq::Options o;
+    o.vector = 4;
+    o.codebook = 256;
+    o.axis = VqAxis::input;
+    o.threads = int(hw);
+    const VqMatrix v = vptq::quantize(w, H, o);
+    row("VPTQ v4 k256 (LUT)", v.bits_per_weight(), v.bytes(), seconds_since(t0),
+        [&](std::size_t n, float* out) { gemv(v, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
+  }
+
   // bf16 and DFloat11: lossless, so their outputs differ from fp32 only by
   // bf16 rounding of the weights, and the two agree with each other.
   std::vector<bf16> wb(M * K);

@@ -39,6 +39,7 @@
 #include "../core/bitpack.hpp"
 #include "../core/buffer.hpp"
 #include "../core/error.hpp"
+#include "../core/permutation.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
 
@@ -103,14 +104,7 @@ struct SpqrMatrix {
                  " values, expected ", row_blocks() * G * 4);
     for (std::uint16_t h : stat_params)
       LOWBIT_CHECK(std::isfinite(fp16::from_bits(h).to_float()), where, "a statistic parameter is not finite");
-    if (!perm.empty()) {
-      LOWBIT_CHECK(perm.size() == cols, where, "perm has ", perm.size(), " entries, K = ", cols);
-      std::vector<char> seen(cols, 0);
-      for (std::uint32_t p : perm) {
-        LOWBIT_CHECK(p < cols && !seen[p], where, "perm is not a permutation of 0..K-1 (entry ", p, ")");
-        seen[p] = 1;
-      }
-    }
+    detail::check_permutation(perm, cols, where);
     LOWBIT_CHECK(row_ptr.size() == rows + 1 && row_ptr.front() == 0, where, "row_ptr must have M + 1 = ", rows + 1,
                  " entries starting at 0");
     LOWBIT_CHECK(outlier_col.size() == outlier_val.size() && row_ptr.back() == outlier_col.size(), where,

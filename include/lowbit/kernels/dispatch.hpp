@@ -13,6 +13,8 @@
 #include "bf16_dot.hpp"
 #include "code_dot.hpp"
 #include "group_gemv.hpp"
+#include "lut_gemv.hpp"
+#include "vq_kernel.hpp"
 
 namespace lowbit::detail {
 
@@ -30,6 +32,12 @@ struct kernel_table {
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
   void (*attend)(const AttendJob&) = nullptr;  // decode attention for the query heads of one kv head
+  // One level of a VQ part (vq_kernel.hpp): output axis, input axis.
+  void (*vq_axpy)(const VqLevel&, const float* xs, float* y, std::size_t a0, std::size_t a1) = nullptr;
+  void (*vq_dot)(const VqLevel&, const float* xs, float* y, std::size_t a0, std::size_t a1) = nullptr;
+  // Lookup tables of segments [b0, b1) (lut_gemv.hpp).
+  void (*lut_build)(const float* ct, std::size_t k, std::size_t v, const float* xs, std::size_t b0, std::size_t b1,
+                    float* T) = nullptr;
 };
 
 template <class F>
@@ -51,6 +59,9 @@ kernel_table make_kernel_table() {
     t.split_bf16_dot = split_bf16_dot_reference;
     t.group16_dot = group16_dot_reference;
     t.attend = attend_reference;
+    t.vq_axpy = vq_axpy_reference;
+    t.vq_dot = vq_dot_reference;
+    t.lut_build = lut_build_reference;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
@@ -66,6 +77,9 @@ kernel_table make_kernel_table() {
     t.bf16_dot = bf16_dot<Tag>;
     t.split_bf16_dot = split_bf16_dot<Tag>;
     t.attend = Attend<Tag>::run;
+    t.vq_axpy = vq_level<Tag, true>;
+    t.vq_dot = vq_level<Tag, false>;
+    t.lut_build = lut_build<Tag>;
     t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
       return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
     };

@@ -59,6 +59,19 @@ inline void check_hessian(const Eigen::MatrixXd& H, Eigen::Index K, const char* 
   LOWBIT_CHECK(H.allFinite(), where, "Hessian has non-finite entries");
 }
 
+// The loop's column order: identity, or (act-order) descending H_kk with
+// dead inputs counted as H_kk = 1, as the loop treats them; stable.
+inline std::vector<std::size_t> gptq_order(const Eigen::MatrixXd& H, bool act_order) {
+  std::vector<std::size_t> perm(std::size_t(H.rows()));
+  std::iota(perm.begin(), perm.end(), std::size_t(0));
+  const auto d = [&](std::size_t k) {
+    const double h = H(Eigen::Index(k), Eigen::Index(k));
+    return h == 0.0 ? 1.0 : h;
+  };
+  if (act_order) std::stable_sort(perm.begin(), perm.end(), [&](std::size_t a, std::size_t b) { return d(a) > d(b); });
+  return perm;
+}
+
 // The column quantizer concept:
 //   std::size_t width() const;      columns per step (divides the block size)
 //   void operator()(const GptqStep& s, Eigen::Ref<Eigen::MatrixXf> q);
@@ -74,17 +87,12 @@ Eigen::MatrixXf gptq_loop(Eigen::MatrixXf W, Eigen::MatrixXd H, double percdamp,
   LOWBIT_CHECK(percdamp >= 0.0, where, "percdamp must be >= 0, got ", percdamp);
   LOWBIT_CHECK(block > 0 && block % width == 0, where, "block ", block, " must be a positive multiple of the step width ",
                width);
+  perm = gptq_order(H, act_order);
   for (Eigen::Index k = 0; k < K; ++k)
     if (H(k, k) == 0.0) {  // dead input: never seen non-zero
       H(k, k) = 1.0;
       W.col(k).setZero();
     }
-  perm.resize(std::size_t(K));
-  std::iota(perm.begin(), perm.end(), std::size_t(0));
-  if (act_order)
-    std::stable_sort(perm.begin(), perm.end(), [&](std::size_t a, std::size_t b) {
-      return H(Eigen::Index(a), Eigen::Index(a)) > H(Eigen::Index(b), Eigen::Index(b));
-    });
   Eigen::MatrixXf Wp(M, K);
   Eigen::MatrixXd Hp(K, K);
   for (Eigen::Index j = 0; j < K; ++j) {

@@ -175,6 +175,21 @@ inline float half_to_float(std::uint16_t h) noexcept {
   return fp16::from_bits(h).to_float();
 }
 
+// f32<Tag>::size fp16 values to float: F16C or NEON conversion where the
+// ISA has it, lowbit::fp16 otherwise (the same values: the conversion is exact).
+template <class Tag>
+inline f32<Tag> load_halves(const std::uint16_t* h) noexcept {
+#if defined(__F16C__) && defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h)));
+#endif
+  alignas(64) float f[f32<Tag>::size];
+  for (std::size_t i = 0; i < f32<Tag>::size; ++i) f[i] = fp16::from_bits(h[i]).to_float();
+  return f32<Tag>::load_aligned(f);
+}
+
 // n fp16 values to float (F16C eight at a time where the ISA has it).
 template <class Tag>
 inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) noexcept {
