@@ -35,6 +35,7 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 
+#include "../core/eigen_view.hpp"
 #include "../core/parallel.hpp"
 #include "rtn.hpp"
 
@@ -222,9 +223,7 @@ inline Result quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessian,
                "act_order with groups needs static_groups: the group format stores groups of consecutive inputs");
   lowbit::detail::check_hessian(hessian, Eigen::Index(K), where);  // before the static groups read it
   const std::size_t G = (K + o.group - 1) / o.group;
-  Eigen::MatrixXf W(static_cast<Eigen::Index>(M), static_cast<Eigen::Index>(K));
-  for (std::size_t r = 0; r < M; ++r)
-    for (std::size_t k = 0; k < K; ++k) W(Eigen::Index(r), Eigen::Index(k)) = w(r, k);
+  Eigen::MatrixXf W = eigen_map(w);
   detail::GroupColumnQuantizer cq{o, M, K, G, std::vector<lowbit::detail::GroupParams>(M * G), std::vector<char>(G, 0),
                                   std::vector<std::uint8_t>(M * K, 0)};
   if (o.static_groups) {

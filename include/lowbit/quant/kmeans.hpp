@@ -55,9 +55,13 @@ namespace lowbit::detail {
 
 using RowMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Codebooks up to this size are searched exhaustively.
+inline constexpr std::size_t exact_search_limit = 4096;
+
 class CentroidSearch {
  public:
-  explicit CentroidSearch(const RowMatrixXf& C, std::size_t probes = 8, std::size_t exact_limit = 4096, int threads = 1)
+  explicit CentroidSearch(const RowMatrixXf& C, std::size_t probes = 8, std::size_t exact_limit = exact_search_limit,
+                          int threads = 1)
       : threads_(threads) {
     const std::size_t k = std::size_t(C.rows());
     LOWBIT_CHECK(k > 0 && C.cols() > 0, "CentroidSearch", "empty codebook");
@@ -105,8 +109,8 @@ class CentroidSearch {
       for (std::size_t c = 0; c < nc; ++c)
         if (count[c]) centers.row(Eigen::Index(c)) = sum.row(Eigen::Index(c)) / float(count[c]);
     }
-    CentroidSearch(centers, 1, nc, threads_).nearest(C, cell.data());
-    coarse_ = std::make_unique<CentroidSearch>(centers, 1, nc, threads_);
+    coarse_ = std::make_shared<const CentroidSearch>(centers, 1, nc, threads_);
+    coarse_->nearest(C, cell.data());
     // Centroids stored cell by cell.
     start_.assign(nc + 1, 0);
     for (std::uint32_t c : cell) ++start_[c + 1];
@@ -218,7 +222,7 @@ class CentroidSearch {
 
 // Weighted k-means of the rows of X (n x v) with weights w (n, >= 0; all
 // zero: unweighted) into k centroids (k x v).
-inline RowMatrixXf kmeans(const RowMatrixXf& X, std::vector<float> w, std::size_t k, const KmeansOptions& o,
+inline RowMatrixXf kmeans(const RowMatrixXf& X, const std::vector<float>& w, std::size_t k, const KmeansOptions& o,
                           const char* where) {
   const std::size_t n = std::size_t(X.rows());
   LOWBIT_CHECK(k >= 1 && n >= k, where, "a codebook of ", k, " entries needs at least ", k, " vectors, got ", n);
@@ -251,7 +255,7 @@ inline RowMatrixXf kmeans(const RowMatrixXf& X, std::vector<float> w, std::size_
   std::vector<std::uint32_t> label(ns);
   double prev = std::numeric_limits<double>::infinity();
   for (std::size_t it = 0; it < o.iterations; ++it) {
-    CentroidSearch(C, o.probes, 4096, o.threads).nearest(S, label.data());
+    CentroidSearch(C, o.probes, exact_search_limit, o.threads).nearest(S, label.data());
     Eigen::MatrixXd sum = Eigen::MatrixXd::Zero(Eigen::Index(k), X.cols());
     std::vector<double> mass(k, 0.0);
     double inertia = 0;

@@ -235,9 +235,7 @@ inline SpqrMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hess
                              std::vector<std::uint8_t>(M * G, 0), std::vector<std::uint8_t>(M * G, 0),
                              std::vector<std::uint16_t>(nb * G * 4, 0),
                              std::vector<std::vector<std::pair<std::uint32_t, float>>>(M)};
-  Eigen::MatrixXf W(static_cast<Eigen::Index>(M), static_cast<Eigen::Index>(K));
-  for (std::size_t r = 0; r < M; ++r)
-    for (std::size_t k = 0; k < K; ++k) W(Eigen::Index(r), Eigen::Index(k)) = w(r, k);
+  Eigen::MatrixXf W = eigen_map(w);
   std::vector<std::size_t> order;
   lowbit::detail::gptq_loop(std::move(W), hessian, o.percdamp, o.act_order, o.block, cq, order, where);
 

@@ -65,7 +65,8 @@ struct Level {
 inline Level make_level(RowMatrixXf C, const Options& o) {
   for (Eigen::Index i = 0; i < C.size(); ++i) C.data()[i] = fp16::from_float(C.data()[i]).to_float();
   Level l{std::move(C), nullptr};
-  l.search = std::make_shared<lowbit::detail::CentroidSearch>(l.C, o.kmeans.probes, 4096, o.threads);
+  l.search = std::make_shared<lowbit::detail::CentroidSearch>(l.C, o.kmeans.probes,
+                                                                  lowbit::detail::exact_search_limit, o.threads);
   return l;
 }
 
@@ -82,7 +83,7 @@ inline RowMatrixXf step_vectors(const Eigen::MatrixXf& W, Eigen::Index c, VqAxis
 }
 
 struct Part {
-  std::size_t p0 = 0, n = 0, nb = 0;  // first position, positions, vectors per vector row
+  std::size_t p0 = 0, nb = 0;  // first position, vectors per vector row
   std::vector<Level> levels;
   std::vector<std::vector<std::uint32_t>> idx;  // per level, index a nb + b
   RowMatrixXf left;                             // what the levels left, per vector (residual training)
@@ -183,9 +184,7 @@ inline VqMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessia
   q.cols = K;
   q.vector = v;
   q.axis = o.axis;
-  Eigen::MatrixXf W(static_cast<Eigen::Index>(M), static_cast<Eigen::Index>(K));
-  for (std::size_t r = 0; r < M; ++r)
-    for (std::size_t k = 0; k < K; ++k) W(Eigen::Index(r), Eigen::Index(k)) = w(r, k);
+  Eigen::MatrixXf W = eigen_map(w);
   Eigen::MatrixXd H = hessian;
   if (o.normalize) {
     std::vector<std::uint16_t> sc(K), bi(K);
@@ -214,10 +213,9 @@ inline VqMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessia
   LOWBIT_CHECK(n_o < K, where, "outlier_percent ", o.outlier_percent, " leaves no columns for the main codebook");
   q.outlier_columns = n_o;
   detail::Part outl, mainp;
-  outl.n = n_o;
+  outl.nb = q.vectors_per_row(n_o);
   mainp.p0 = n_o;
-  mainp.n = K - n_o;
-  for (detail::Part* p : {&outl, &mainp}) p->nb = o.axis == VqAxis::output ? p->n : p->n / v;
+  mainp.nb = q.vectors_per_row(K - n_o);
 
   // Initial codebooks: weighted k-means over each part's vectors of the
   // permuted weights (dead inputs zeroed, as the loop will see them).
@@ -231,14 +229,22 @@ inline VqMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessia
   }
   KmeansOptions ko = o.kmeans;
   ko.threads = o.threads;
-  const auto train = [&](const detail::Part& p, std::size_t k) {
-    auto [X, wt] = detail::part_vectors(Wp, p, o.axis, v, hd);
-    return detail::make_level(lowbit::detail::kmeans(X, std::move(wt), k, ko, where), o);
+  const auto train = [&](const RowMatrixXf& X, const std::vector<float>& wt, std::size_t k) {
+    return detail::make_level(lowbit::detail::kmeans(X, wt, k, ko, where), o);
   };
-  if (n_o) outl.levels.push_back(train(outl, o.outlier_codebook));
-  mainp.levels.push_back(train(mainp, o.codebook));
+  if (n_o) {
+    const auto [X, wt] = detail::part_vectors(Wp, outl, o.axis, v, hd);
+    outl.levels.push_back(train(X, wt, o.outlier_codebook));
+  }
+  // The main part's weights serve its residual codebook too.
+  std::vector<float> main_wt;
+  {
+    auto [X, wt] = detail::part_vectors(Wp, mainp, o.axis, v, hd);
+    mainp.levels.push_back(train(X, wt, o.codebook));
+    main_wt = std::move(wt);
+  }
 
-  const std::size_t A = o.axis == VqAxis::output ? M / v : M;
+  const std::size_t A = q.vector_rows();
   const std::size_t block = o.axis == VqAxis::output ? o.block : std::max(o.block / v, std::size_t(1)) * v;
   const auto run = [&]() {
     for (detail::Part* p : {&outl, &mainp}) p->idx.assign(p->levels.size(), std::vector<std::uint32_t>(A * p->nb));
@@ -249,9 +255,7 @@ inline VqMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessia
   if (o.residual_codebook) {
     mainp.left.resize(Eigen::Index(A * mainp.nb), Eigen::Index(v));
     run();
-    std::vector<float> wt = detail::part_vectors(Wp, mainp, o.axis, v, hd).second;
-    mainp.levels.push_back(detail::make_level(
-        lowbit::detail::kmeans(mainp.left, std::move(wt), o.residual_codebook, ko, where), o));
+    mainp.levels.push_back(train(mainp.left, main_wt, o.residual_codebook));
     mainp.left.resize(0, 0);
   }
   run();
