@@ -165,3 +165,25 @@ TEST_CASE("gptq: dead inputs, act-order order, bad input", "[gptq]") {
   o.group = 128;  // > K
   REQUIRE_THROWS_AS(gptq::quantize(W, H, o), lowbit::error);
 }
+
+TEST_CASE("gptq, spqr, vptq: progress reaches the total once per block, in order", "[gptq][spqr][vptq]") {
+  const Matrix W = test::llm_weights(32, 200, 21);  // K = 200: blocks of 128 and 72
+  const Eigen::MatrixXd H = test::neighbour_hessian(200, 22, 512);
+  std::vector<std::pair<std::size_t, std::size_t>> calls;
+  const Progress record = [&](std::size_t done, std::size_t total) { calls.emplace_back(done, total); };
+  using Calls = std::vector<std::pair<std::size_t, std::size_t>>;
+  gptq::Options go;
+  go.progress = record;
+  gptq::quantize(W, H, go);
+  CHECK(calls == Calls{{128, 200}, {200, 200}});
+  calls.clear();
+  spqr::Options so;
+  so.progress = record;
+  spqr::quantize(W, H, so);
+  CHECK(calls == Calls{{128, 200}, {200, 200}});
+  calls.clear();
+  vptq::Options vo;  // a residual codebook: two passes of the loop
+  vo.vector = 4, vo.codebook = 16, vo.residual_codebook = 4, vo.progress = record;
+  vptq::quantize(W, H, vo);
+  CHECK(calls == Calls{{128, 400}, {200, 400}, {328, 400}, {400, 400}});
+}

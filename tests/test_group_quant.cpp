@@ -1,5 +1,7 @@
 // format/group_quant.hpp, quant/rtn.hpp, kernels/group_gemv.hpp (gemv, gemm)
 // on every ISA available here, against the scalar reference.
+#include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include "test_util.hpp"
@@ -293,7 +295,22 @@ TEST_CASE("gemv/gemm: bad input", "[gemv]") {
 TEST_CASE("isa selection", "[simd]") {
   const auto av = available_isas();
   REQUIRE(av.front() == isa::scalar);
-  REQUIRE(active_isa() == av.back());
+  // The best available ISA, unless LOWBIT_ISA forces one (.ci/portability
+  // runs the suite with avx2, sse4_1 and scalar forced).
+  const char* forced = std::getenv("LOWBIT_ISA");
+  REQUIRE(active_isa() == (forced && *forced ? parse_isa(forced) : av.back()));
+  // Each available ISA runs its own kernels, not the scalar fallback.
+  for (isa i : av) {
+    CHECK(detail::kernels_for(i).id == i);
+    if (i != isa::scalar) CHECK(detail::kernels_for(i).f32_lanes >= 4);
+  }
+#if defined(__aarch64__)
+  // The NEON kernels are compiled in and chosen on every aarch64 CPU.
+  REQUIRE(av.back() == isa::neon64);
+  CHECK(detail::kernels_for(isa::neon64).f32_lanes == 4);
+#elif defined(__x86_64__) && defined(LOWBIT_DISPATCH_AVX2)
+  if (simd::cpu_supports(isa::avx2)) REQUIRE(std::count(av.begin(), av.end(), isa::avx2) == 1);
+#endif
   set_isa(isa::scalar);
   REQUIRE(active_isa() == isa::scalar);
   reset_isa();

@@ -4,6 +4,7 @@
 // safetensors and lowbit layers.
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "test_util.hpp"
@@ -17,6 +18,17 @@ std::string temp_path(const char* name) { return (std::string(P_tmpdir) + "/lowb
 std::vector<std::uint8_t> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// A KIVI cache after `tokens` tokens: with R = 64, 150 tokens leave 22 keys
+// in the window and wrap the values' ring.
+kivi::Cache sample_cache(std::size_t tokens) {
+  kivi::Options o;
+  o.heads = 4, o.kv_heads = 2, o.head_dim = 64, o.group = 32, o.residual = 64, o.bits = 2;
+  kivi::Cache c(o);
+  const Matrix kv = test::llm_weights(tokens, 2 * 64, 11);
+  for (std::size_t t = 0; t < tokens; ++t) c.append(kv.data() + t * 128, kv.data() + (tokens - 1 - t) * 128);
+  return c;
 }
 
 // One item of each kind and flavour, from the real quantizers.
@@ -41,10 +53,18 @@ io::Items sample_items() {
   items["spqr_perm"] = spqr::quantize(W, H, so);
   so.act_order = false, so.outlier_threshold = std::numeric_limits<float>::infinity();
   items["spqr_plain"] = spqr::quantize(W, H, so);
+  vptq::Options vo;  // every optional part: permutation, outlier part, residual level, normalization
+  vo.vector = 4, vo.codebook = 64, vo.residual_codebook = 16, vo.outlier_percent = 5, vo.outlier_codebook = 32;
+  vo.normalize = true;
+  items["vq_full"] = vptq::quantize(W, H, vo);
+  vptq::Options vi;  // input axis, no permutation, one level
+  vi.vector = 8, vi.codebook = 16, vi.axis = VqAxis::input, vi.act_order = false;
+  items["vq_input"] = vptq::quantize(W, H, vi);
   std::vector<bf16> b(48 * 200);
   for (std::size_t i = 0; i < b.size(); ++i) b[i] = bf16::from_float(W.data()[i]);
   items["df11"] = dfloat11::compress(ConstMatrixView<bf16>(b.data(), 48, 200), {64});
   items["norm"] = test::llm_weights(1, 200, 3);
+  items["kv"] = sample_cache(150);
   items["empty"] = Matrix();
   return items;
 }
@@ -67,6 +87,40 @@ std::string error_of(F&& f) {
   }
   return "";
 }
+
+// A saved file, to edit its JSON header (data kept).
+struct SavedFile {
+  std::vector<std::uint8_t> file, data;
+  std::string header;
+  SavedFile(const io::Items& items, const std::string& path) {
+    io::save(path, items);
+    file = read_bytes(path);
+    std::remove(path.c_str());
+    const std::uint64_t n = io::detail::read_u64le(file.data());
+    header.assign(file.begin() + 8, file.begin() + 8 + std::ptrdiff_t(n));
+    data.assign(file.begin() + 8 + std::ptrdiff_t(n), file.end());
+  }
+  // The file with its JSON header replaced (padded as the writer pads it).
+  std::vector<std::uint8_t> with_header(std::string h) const {
+    h.append((64 - (8 + h.size()) % 64) % 64, ' ');
+    std::string head(8, '\0');
+    const std::uint64_t len = h.size();
+    std::memcpy(&head[0], &len, 8);
+    head += h;
+    std::vector<std::uint8_t> f(head.begin(), head.end());
+    f.insert(f.end(), data.begin(), data.end());
+    return f;
+  }
+  // The file with the first `from` of its header replaced by `to`.
+  std::vector<std::uint8_t> replaced(const std::string& from, const std::string& to) const {
+    std::string h = header;
+    const std::size_t at = h.find(from);
+    REQUIRE(at != std::string::npos);
+    h.replace(at, from.size(), to);
+    while (!h.empty() && h.back() == ' ') h.pop_back();
+    return with_header(h);
+  }
+};
 
 }  // namespace
 
@@ -124,17 +178,21 @@ TEST_CASE("io: mapped formats are views of the file, kernels run on them, writes
   auto& q = std::get<GroupQuantMatrix>(m.at("rtn3_asym_fp16"));
   const auto& s = std::get<SpqrMatrix>(m.at("spqr_perm"));
   const auto& d = std::get<Dfloat11Matrix>(m.at("df11"));
+  const auto& v = std::get<VqMatrix>(m.at("vq_full"));
   CHECK(q.codes.is_view());
+  CHECK(v.main[1].indices.is_view());
+  CHECK(v.outlier[0].centroids.is_view());
   CHECK(q.scales.is_view());
   CHECK(s.outlier_val.is_view());
   CHECK(d.sign_mantissa.is_view());
   CHECK(std::get<Matrix>(m.at("norm")).buffer().is_view());
   const auto x = test::llm_activations(200, 5);
   std::vector<float> y(48), y0(48);
-  for (const char* name : {"rtn3_asym_fp16", "spqr_perm", "df11"}) {
+  for (const char* name : {"rtn3_asym_fp16", "spqr_perm", "df11", "vq_full", "vq_input"}) {
     std::visit(
         [&](const auto& f) {
-          if constexpr (!std::is_same_v<std::decay_t<decltype(f)>, Matrix>) {
+          using T = std::decay_t<decltype(f)>;
+          if constexpr (!std::is_same_v<T, Matrix> && !std::is_same_v<T, kivi::Cache>) {
             gemv(f, x, y);
             gemv(std::get<std::decay_t<decltype(f)>>(items.at(name)), x, y0);
           }
@@ -150,6 +208,43 @@ TEST_CASE("io: mapped formats are views of the file, kernels run on them, writes
   CHECK(q.scales.is_view());
   CHECK(std::as_const(q).codes[0] == std::uint8_t(c0 ^ 0xFF));
   CHECK(std::get<GroupQuantMatrix>(io::parse(before.data(), before.size()).at("rtn3_asym_fp16")).codes[0] == c0);
+}
+
+TEST_CASE("io: a KV-cache snapshot restores the cache, which streams on identically", "[io][kivi]") {
+  for (std::size_t tokens : {0, 1, 63, 64, 150}) {
+    INFO(tokens << " tokens");
+    io::Items items;
+    items["kv"] = sample_cache(tokens);
+    const std::string path = temp_path("kv.safetensors");
+    io::save(path, items);
+    kivi::Cache a = std::get<kivi::Cache>(items.at("kv")), b = std::get<kivi::Cache>(io::load(path).at("kv"));
+    std::remove(path.c_str());
+    REQUIRE(a == b);
+    // 70 more tokens on both (crosses a keys window and shifts the ring),
+    // then decode attention: bit-identical.
+    const Matrix kv = test::llm_weights(70, 128, 12);
+    for (std::size_t t = 0; t < 70; ++t) {
+      a.append(kv.data() + t * 128, kv.data() + t * 128);
+      b.append(kv.data() + t * 128, kv.data() + t * 128);
+    }
+    CHECK(a == b);
+    const auto q = test::gaussian(4 * 64, 13);
+    std::vector<float> ya(4 * 64), yb(4 * 64);
+    attention(a, q.data(), ya.data());
+    attention(b, q.data(), yb.data());
+    CHECK(ya == yb);
+  }
+  // Parts that do not fit the token count or the options are refused.
+  const kivi::Cache c = sample_cache(150);
+  std::vector<kivi::Cache::Head> heads = {c.head(0), c.head(1)};
+  CHECK_NOTHROW(kivi::Cache::restore(c.options(), 150, heads));
+  CHECK_THROWS_AS(kivi::Cache::restore(c.options(), 151, heads), error);
+  CHECK_THROWS_AS(kivi::Cache::restore(c.options(), 150, {c.head(0)}), error);
+  heads[1].values.scale.pop_back();
+  CHECK_THROWS_AS(kivi::Cache::restore(c.options(), 150, heads), error);
+  heads[1] = c.head(1);
+  heads[0].key_window[0] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_AS(kivi::Cache::restore(c.options(), 150, heads), error);
 }
 
 TEST_CASE("io: plain safetensors checkpoints (F32, F16, BF16) load as matrices", "[io]") {
@@ -233,31 +328,11 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   o.group = 32;
   one["w"] = rtn::quantize(test::llm_weights(4, 64, 7), o);
   const std::string path = temp_path("rules.safetensors");
-  io::save(path, one);
-  const auto file = read_bytes(path);
-  std::remove(path.c_str());
-  const std::uint64_t n = io::detail::read_u64le(file.data());
-  const std::string header(file.begin() + 8, file.begin() + 8 + std::ptrdiff_t(n));
-  const std::vector<std::uint8_t> data(file.begin() + 8 + std::ptrdiff_t(n), file.end());
-  // The file with its JSON header replaced (data kept).
-  auto with_header = [&](std::string h) {
-    h.append((64 - (8 + h.size()) % 64) % 64, ' ');
-    std::string head(8, '\0');
-    const std::uint64_t len = h.size();
-    std::memcpy(&head[0], &len, 8);
-    head += h;
-    std::vector<std::uint8_t> f(head.begin(), head.end());
-    f.insert(f.end(), data.begin(), data.end());
-    return f;
-  };
-  auto replaced = [&](const std::string& from, const std::string& to) {
-    std::string h = header;
-    const std::size_t at = h.find(from);
-    REQUIRE(at != std::string::npos);
-    h.replace(at, from.size(), to);
-    while (!h.empty() && h.back() == ' ') h.pop_back();
-    return with_header(h);
-  };
+  const SavedFile saved(one, path);
+  const std::vector<std::uint8_t>& file = saved.file;
+  const std::string& header = saved.header;
+  auto with_header = [&](const std::string& h) { return saved.with_header(h); };
+  auto replaced = [&](const std::string& from, const std::string& to) { return saved.replaced(from, to); };
   // Checksums off: the structural rule must catch each change by itself.
   io::LoadOptions fast;
   fast.verify_checksums = false;
@@ -342,4 +417,42 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   CHECK_THAT(error_of([&] { Matrix(2, 2, Buffer<float>(3)); }), Contains("3 elements for 2 x 2"));
   CHECK_THAT(error_of([&] { Matrix(2, 0, Buffer<float>(1)); }), Contains("1 elements for 2 x 0"));
   std::remove(path.c_str());
+}
+
+TEST_CASE("io: VQ parameters and arrays are checked against each other", "[io][vptq]") {
+  io::Items one;
+  vptq::Options vo;
+  vo.vector = 4, vo.codebook = 16, vo.residual_codebook = 4;
+  const Matrix W = test::llm_weights(8, 64, 9);
+  one["v"] = vptq::quantize(W, test::neighbour_hessian(64, 9, 256), vo);
+  const SavedFile saved(one, temp_path("vq_rules.safetensors"));
+  io::LoadOptions fast;
+  fast.verify_checksums = false;
+  auto message = [&](const std::string& from, const std::string& to) {
+    const auto f = saved.replaced(from, to);
+    return error_of([&] { io::parse(f.data(), f.size(), fast); });
+  };
+  using Catch::Matchers::Contains;
+  CHECK(message("{", "{").empty());
+  const struct {
+    const char *from, *to, *error;
+  } rules[] = {
+      {"axis=output", "axis=diagonal", "unknown axis"},
+      {"main0_k=16", "main0_k=12", "not a power of two"},
+      {"main0_k=16", "main0_k=32", "has shape"},
+      {"main_levels=2", "main_levels=1", "unknown parameter \"main1_k\""},
+      {"main_levels=2", "main_levels=3", "not an integer in [0, 2]"},
+      {"vector=4", "vector=17", "not an integer in [0, 16]"},
+      {"vector=4", "vector=1", "not a valid format"},
+      {"vector=4", "vector=8", "has shape"},
+      {"rows=8", "rows=6", "has shape"},
+      {"permuted=1", "permuted=0", "\"v.perm\" has dtype U32: not part of a lowbit format"},
+      {"normalized=0", "normalized=1", "tensor \"v.scale\" is missing"},
+      {"outlier_columns=0", "outlier_columns=65", "not an integer in [0, 64]"},
+      {"outlier_columns=0", "outlier_columns=8", "\"v.main0.indices\" has shape [66], expected [58]"},
+  };
+  for (const auto& r : rules) {
+    INFO(r.from << " -> " << r.to);
+    CHECK_THAT(message(r.from, r.to), Contains(r.error));
+  }
 }

@@ -30,7 +30,8 @@ struct Bf16Matrix {
 
 // One linear layer, y = W x, in any lowbit format.
 struct Linear {
-  std::variant<Matrix, Bf16Matrix, lowbit::GroupQuantMatrix, lowbit::SpqrMatrix, lowbit::Dfloat11Matrix> w;
+  std::variant<Matrix, Bf16Matrix, lowbit::GroupQuantMatrix, lowbit::SpqrMatrix, lowbit::VqMatrix, lowbit::Dfloat11Matrix>
+      w;
   std::vector<float> in_scale;  // AWQ's s (empty: none): y = W' (x / s), W' = W diag(s) quantized
 
   std::size_t rows() const {
@@ -58,15 +59,27 @@ struct Linear {
   // counts the padding of lowbit's bit layout (core/bitpack.hpp: each row
   // padded to whole 32-byte chunks per bit plane), which is nil for rows of
   // a multiple of 256 codes but large on a model as narrow as stories260K.
+  // VQ index streams carry only a few pad bytes; codebooks count in both.
   double payload_bits() const {
     const double b = 8.0 * double(bytes());
     return std::visit(
         [&](const auto& m) {
           using T = std::decay_t<decltype(m)>;
-          if constexpr (std::is_same_v<T, lowbit::GroupQuantMatrix> || std::is_same_v<T, lowbit::SpqrMatrix>)
+          if constexpr (std::is_same_v<T, lowbit::GroupQuantMatrix> || std::is_same_v<T, lowbit::SpqrMatrix>) {
             return b - 8.0 * double(m.codes.size()) + double(m.rows * m.cols) * double(m.bits);
-          else
+          } else if constexpr (std::is_same_v<T, lowbit::VqMatrix>) {
+            double p = b;
+            auto part = [&](const std::vector<lowbit::VqCodebook>& levels, std::size_t cols) {
+              for (const auto& c : levels)
+                p += double(m.vector_rows() * m.vectors_per_row(cols) * std::size_t(c.index_bits())) -
+                     8.0 * double(c.indices.size());
+            };
+            part(m.outlier, m.outlier_columns);
+            part(m.main, m.cols - m.outlier_columns);
+            return p;
+          } else {
             return b;
+          }
         },
         w);
   }

@@ -12,6 +12,7 @@
 // (../shared/data/stories260K by default).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -97,6 +98,7 @@ std::vector<Row> all_rows(std::size_t g) {
       {"rtn4", m(K::rtn, 4), {}},           {"awq4", m(K::awq, 4), {}},       {"gptq4", m(K::gptq, 4), {}},
       {"spqr3", spqr3, {}},                 {"spqr4", spqr4, {}},             {"rtn3", m(K::rtn, 3), {}},       {"awq3", m(K::awq, 3), {}},
       {"gptq3", m(K::gptq, 3), {}},         {"rtn2", m(K::rtn, 2), {}},       {"gptq2", m(K::gptq, 2), {}},
+      {"vptq2", m(K::vptq, 2), {}},
       {"kivi4", m(K::fp32, 32), {4, 0, 128}}, {"kivi2", m(K::fp32, 32), {2, 0, 128}},
   };
   return rows;
@@ -237,7 +239,14 @@ int main(int argc, char** argv) try {
   }
   std::printf("\nbits/w: stored bytes of the quantized linears x 8 / weights (exact, from the formats, the bit\n"
               "layout's row padding included); payload: the papers' accounting, every code at exactly b bits.\n");
-  std::printf("\nVPTQ: not in lowbit yet (issue 5), so not in the table.\n");
+  for (const auto& r : res)
+    if (r.row.method.kind == Method::Kind::vptq) {
+      const auto& o = r.row.method.vptq;
+      double index_bits = std::log2(double(o.codebook)) / double(o.vector);
+      if (o.residual_codebook) index_bits += std::log2(double(o.residual_codebook)) / double(o.vector);
+      std::printf("%s: %.3f index bits/weight; its codebooks (fp16, one per matrix) are the rest of bits/w.\n",
+                  r.row.method.label().c_str(), index_bits);
+    }
   if (base > 0) write_svg(a.out + ".svg", res, base);
   std::printf("wrote %s.csv%s; total %.1f s\n", a.out.c_str(), base > 0 ? (" and " + a.out + ".svg").c_str() : "",
               seconds_since(t_start));

@@ -1,7 +1,7 @@
 // Calibration capture and whole-model quantization for the llama example:
 // run the fp32 model on calibration text with a hook streaming every
-// linear's input into lowbit::Calibration (AWQ's statistics, GPTQ's and
-// SpQR's Hessian), then quantize each group of linears that shares an input
+// linear's input into lowbit::Calibration (AWQ's statistics, the Hessian
+// of GPTQ, SpQR and VPTQ), then quantize each group of linears that shares an input
 // with one method.
 #pragma once
 
@@ -64,11 +64,22 @@ inline Calibrations capture(const Model& m, const std::vector<std::vector<int>>&
 }
 
 struct Method {
-  enum class Kind { fp32, bf16, dfloat11, rtn, awq, gptq, spqr } kind = Kind::fp32;
+  enum class Kind { fp32, bf16, dfloat11, rtn, awq, gptq, spqr, vptq } kind = Kind::fp32;
   int bits = 4;
   std::size_t group = 32;
   lowbit::ScaleType scale_type = lowbit::ScaleType::fp16;  // rtn, awq, gptq
   lowbit::spqr::Options spqr;                              // Kind::spqr
+  lowbit::vptq::Options vptq = vptq_2bit();                // Kind::vptq
+
+  // VPTQ at 2 index bits per weight: 8-bit indices (256 centroids) per
+  // vector of 4. The reference's 2-bit models use v = 8 with 65,536
+  // centroids, 128 KiB of codebook per matrix: more than stories260K's
+  // largest matrix (172 x 64 fp32 = 43 KiB) holds.
+  static lowbit::vptq::Options vptq_2bit() {
+    lowbit::vptq::Options o;
+    o.vector = 4, o.codebook = 256;
+    return o;
+  }
 
   // rtn / awq / gptq options with this method's width, group and scales.
   template <class Options>
@@ -78,7 +89,9 @@ struct Method {
     return o;
   }
 
-  bool calibrated() const { return kind == Kind::awq || kind == Kind::gptq || kind == Kind::spqr; }
+  bool calibrated() const {
+    return kind == Kind::awq || kind == Kind::gptq || kind == Kind::spqr || kind == Kind::vptq;
+  }
   std::string label() const {
     const std::string g = " g" + std::to_string(group) + (scale_type == lowbit::ScaleType::fp32 ? " f32s" : ""),
                       b = " int" + std::to_string(bits);
@@ -92,6 +105,9 @@ struct Method {
       case Kind::spqr:
         return "SpQR w" + std::to_string(spqr.bits) + " b" + std::to_string(spqr.group) + " s" +
                std::to_string(spqr.stat_bits);
+      case Kind::vptq:
+        return "VPTQ v" + std::to_string(vptq.vector) + " k" + std::to_string(vptq.codebook) +
+               (vptq.residual_codebook ? " r" + std::to_string(vptq.residual_codebook) : "");
     }
     return "?";
   }
@@ -111,7 +127,7 @@ inline std::vector<Linear> quantize_set(const std::vector<const Matrix*>& ws, co
     for (auto& q : r.weights) out.push_back({std::move(q), r.scales});
     return out;
   }
-  const Eigen::MatrixXd H = m.kind == K::gptq || m.kind == K::spqr ? cal->hessian() : Eigen::MatrixXd();
+  const Eigen::MatrixXd H = m.calibrated() ? cal->hessian() : Eigen::MatrixXd();
   for (const Matrix* w : ws) {
     switch (m.kind) {
       case K::fp32: out.push_back({*w, {}}); break;
@@ -137,6 +153,7 @@ inline std::vector<Linear> quantize_set(const std::vector<const Matrix*>& ws, co
         break;
       }
       case K::spqr: out.push_back({lowbit::spqr::quantize(*w, H, m.spqr), {}}); break;
+      case K::vptq: out.push_back({lowbit::vptq::quantize(*w, H, m.vptq), {}}); break;
       case K::awq: break;  // above
     }
   }

@@ -7,6 +7,7 @@
 #include "core/bitpack.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
+#include "core/progress.hpp"
 #include "core/types.hpp"
 #include "core/view.hpp"
 #include "format/autoawq.hpp"

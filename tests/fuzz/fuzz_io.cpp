@@ -1,7 +1,8 @@
 // libFuzzer target for the file loader (io/file.hpp): the input is a whole
 // file. It must load or throw lowbit::error, never read out of bounds or
 // allocate without bound; whatever loads must then survive the kernels
-// (dequantize, gemv, DFloat11 decompress), which trust validate().
+// (dequantize, gemv, DFloat11 decompress; attention and append on a KV-cache
+// snapshot), which trust validate() and Cache::restore().
 // Checksums are off for the kernels' pass, so that mutations reach the
 // structure checks instead of stopping at a checksum mismatch.
 //
@@ -22,6 +23,17 @@ Matrix weights(std::size_t rows, std::size_t cols, unsigned seed) {
   Matrix w(rows, cols);
   for (std::size_t i = 0; i < rows * cols; ++i) w.data()[i] = 0.05f * float(((i + seed) * 2654435761u) % 1000) / 1000.0f - 0.025f;
   return w;
+}
+
+void run(const kivi::Cache& c) {  // a KV-cache snapshot: attend, then stream on
+  const kivi::Options& o = c.options();
+  std::vector<float> q(std::size_t(o.heads * o.head_dim), 0.5f), out(q.size());
+  attention(c, q.data(), out.data());
+  if (o.max_tokens && c.tokens() >= o.max_tokens) return;
+  kivi::Cache more = c;
+  std::vector<float> kv(std::size_t(o.kv_heads * o.head_dim), 0.25f);
+  more.append(kv.data(), kv.data());
+  attention(more, q.data(), out.data());
 }
 
 template <class T>
@@ -58,6 +70,13 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
       items["d"] = dfloat11::compress(ConstMatrixView<bf16>(b.data(), rows, cols), {16});
     }
     items["m"] = weights(1, cols, i + 1);
+    kivi::Options ko;  // a KV-cache snapshot mid-stream: windows partly full, the value ring wrapped
+    ko.heads = 2, ko.kv_heads = 1 + i % 2, ko.head_dim = 32, ko.group = 16, ko.residual = 32, ko.bits = i % 2 ? 4 : 2;
+    ko.heads = 2 * ko.kv_heads;
+    kivi::Cache kc(ko);
+    const Matrix kv = weights(37 + 5 * i, std::size_t(ko.kv_heads * ko.head_dim), i + 7);
+    kc.append_bulk(kv.data(), kv.data(), kv.rows());
+    items["kv"] = std::move(kc);
     io::save(std::string(dir) + "/seed" + std::to_string(i), items);
   }
   return 0;

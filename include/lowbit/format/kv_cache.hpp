@@ -61,6 +61,12 @@ struct KvCodes {
     const std::uint8_t* page = pages.data() + (t / page_tokens()) * page_bytes();
     return bitpack::get(page, page_codes(), bits, (t % page_tokens()) * dim + c);
   }
+  friend bool operator==(const KvCodes& a, const KvCodes& b) {
+    return a.axis == b.axis && a.bits == b.bits && a.dim == b.dim && a.group == b.group && a.tokens == b.tokens &&
+           a.pages == b.pages && a.scale == b.scale && a.min == b.min;
+  }
+  friend bool operator!=(const KvCodes& a, const KvCodes& b) { return !(a == b); }
+
   // The value code (t, c) stands for (what attention computes with).
   float value(std::size_t t, std::size_t c) const noexcept {
     const std::size_t i = stat_index(t, c);

@@ -35,6 +35,16 @@
 //                outlier_col U16 [nnz], outlier_val F16 [nnz]
 //   dfloat11     code_lengths U8 [256], block_start U64 [blocks + 1],
 //                exponents U8 [bytes], sign_mantissa U8 [M, K]
+//   vq           perm U32 [K] (optional), scale F16 [K], bias F16 [K]
+//                (optional, together), and per codebook level <part><i>
+//                (outlier0, outlier1, main0, main1): <part><i>.centroids
+//                F16 [k, v], <part><i>.indices U8 [bytes]; the parameters
+//                give axis, outlier_columns and each level's k
+//   kivi         a KV-cache snapshot (quant/kivi.hpp), per kv head h<i>:
+//                h<i>.keys.pages U8 [bytes], h<i>.keys.scale F16 [n],
+//                h<i>.keys.min F16 [n], the same for h<i>.values, and the
+//                fp32 windows h<i>.key_window F32 [T mod R, d],
+//                h<i>.value_window F32 [min(T, R), d], oldest token first
 //
 // A Matrix is the F32 tensor "<item>" [M, K] with no format entry. Every
 // tensor starts at a multiple of 64 bytes from the start of the file
@@ -50,7 +60,9 @@
 // with a zero last dimension 0 x 0.
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -67,6 +79,8 @@
 #include "../format/dfloat11.hpp"
 #include "../format/group_quant.hpp"
 #include "../format/spqr.hpp"
+#include "../format/vq.hpp"
+#include "../quant/kivi.hpp"
 #include "safetensors.hpp"
 #include "xxhash.hpp"
 
@@ -81,7 +95,7 @@
 
 namespace lowbit::io {
 
-using Item = std::variant<Matrix, GroupQuantMatrix, SpqrMatrix, Dfloat11Matrix>;
+using Item = std::variant<Matrix, GroupQuantMatrix, SpqrMatrix, VqMatrix, Dfloat11Matrix, kivi::Cache>;
 using Items = std::map<std::string, Item>;
 
 inline constexpr int format_version = 1;
@@ -161,13 +175,14 @@ class Params {
 // A format's arrays as tensors, for writing.
 struct Fields {
   std::vector<TensorData> tensors;
+  std::deque<std::vector<float>> scratch;  // arrays stored in another order than in memory, until written
   template <class T>
-  void add(const std::string& item, const char* field, Dtype d, std::vector<std::uint64_t> shape, const T* data,
-           std::size_t count) {
+  void add(const std::string& item, const std::string& field, Dtype d, std::vector<std::uint64_t> shape,
+           const T* data, std::size_t count) {
     tensors.push_back({item + "." + field, d, std::move(shape), data, std::uint64_t(count) * sizeof(T)});
   }
   template <class T>
-  void add(const std::string& item, const char* field, Dtype d, std::vector<std::uint64_t> shape,
+  void add(const std::string& item, const std::string& field, Dtype d, std::vector<std::uint64_t> shape,
            const Buffer<T>& b) {
     add(item, field, d, std::move(shape), b.data(), b.size());
   }
@@ -187,13 +202,14 @@ class ItemReader {
   ItemReader(const Header& h, const FileBytes& f, std::vector<char>& claimed, const std::string& item)
       : h_(h), f_(f), claimed_(claimed), item_(item) {}
 
-  bool has(const char* field) const { return h_.find(item_ + "." + field) != nullptr; }
+  bool has(const std::string& field) const { return h_.find(item_ + "." + field) != nullptr; }
+  const TensorInfo* find(const std::string& field) const { return h_.find(item_ + "." + field); }
 
   // Tensor "<item>.<field>", which must have dtype `d` and this shape, as a
   // Buffer<T> (T of d's size, or bytes): a view of the file when the keeper
   // allows and the bytes are aligned for T, else a copy.
   template <class T>
-  Buffer<T> get(const char* field, Dtype d, const std::vector<std::uint64_t>& shape) {
+  Buffer<T> get(const std::string& field, Dtype d, const std::vector<std::uint64_t>& shape) {
     const std::string name = item_ + "." + field;
     const TensorInfo* t = h_.find(name);
     LOWBIT_CHECK(t, "lowbit file", "tensor \"", name, "\" is missing");
@@ -354,6 +370,163 @@ inline Dfloat11Matrix read_dfloat11(Params& p, ItemReader& r) {
   return d;
 }
 
+// Codebook levels are "<part><i>": outlier0, outlier1, main0, main1.
+inline Params params_of(const VqMatrix& q) {
+  Params p("vq", "");
+  p.set("rows", q.rows)
+      .set("cols", q.cols)
+      .set("vector", q.vector)
+      .set("axis", q.axis == VqAxis::output ? "output" : "input")
+      .set("outlier_columns", q.outlier_columns)
+      .set("permuted", q.perm.empty() ? 0 : 1)
+      .set("normalized", q.scale.empty() ? 0 : 1)
+      .set("outlier_levels", q.outlier.size())
+      .set("main_levels", q.main.size());
+  for (std::size_t i = 0; i < q.outlier.size(); ++i) p.set("outlier" + std::to_string(i) + "_k", q.outlier[i].entries);
+  for (std::size_t i = 0; i < q.main.size(); ++i) p.set("main" + std::to_string(i) + "_k", q.main[i].entries);
+  return p;
+}
+inline void fields_of(const std::string& n, const VqMatrix& q, Fields& f) {
+  if (!q.perm.empty()) f.add(n, "perm", Dtype::U32, {q.perm.size()}, q.perm);
+  if (!q.scale.empty()) {
+    f.add(n, "scale", Dtype::F16, {q.scale.size()}, q.scale);
+    f.add(n, "bias", Dtype::F16, {q.bias.size()}, q.bias);
+  }
+  auto levels = [&](const char* part, const std::vector<VqCodebook>& l) {
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const std::string level = part + std::to_string(i);
+      f.add(n, level + ".centroids", Dtype::F16, {l[i].entries, q.vector}, l[i].centroids);
+      f.add(n, level + ".indices", Dtype::U8, {l[i].indices.size()}, l[i].indices);
+    }
+  };
+  levels("outlier", q.outlier);
+  levels("main", q.main);
+}
+inline VqMatrix read_vq(Params& p, ItemReader& r) {
+  VqMatrix q;
+  q.rows = p.integer("rows", max_dim);
+  q.cols = p.integer("cols", max_dim);
+  q.vector = p.integer("vector", 16);
+  const std::string& axis = p.text("axis");
+  LOWBIT_CHECK(axis == "output" || axis == "input", "lowbit file", "vq: unknown axis \"", axis, "\"");
+  q.axis = axis == "output" ? VqAxis::output : VqAxis::input;
+  q.outlier_columns = p.integer("outlier_columns", q.cols);
+  const bool permuted = p.integer("permuted", 1) == 1, normalized = p.integer("normalized", 1) == 1;
+  const std::size_t n_outlier = p.integer("outlier_levels", 2), n_main = p.integer("main_levels", 2);
+  auto levels = [&](const char* part, std::size_t n, std::vector<VqCodebook>& out) {
+    for (std::size_t i = 0; i < n; ++i) out.push_back({p.integer(part + std::to_string(i) + "_k", 65536), {}, {}});
+  };
+  levels("outlier", n_outlier, q.outlier);
+  levels("main", n_main, q.main);
+  p.done();
+  check_shape(q.rows, q.cols);
+  // Sizes below multiply M by K: bounded first (a file cannot hold more).
+  LOWBIT_CHECK(q.vector >= 2 && q.cols <= max_dim / std::max<std::uint64_t>(q.rows, 1), "lowbit file",
+               "vq: vector ", q.vector, ", ", q.rows, " x ", q.cols, " are not a valid format");
+  if (permuted) q.perm = r.get<std::uint32_t>("perm", Dtype::U32, {q.cols});
+  if (normalized) {
+    q.scale = r.get<std::uint16_t>("scale", Dtype::F16, {q.cols});
+    q.bias = r.get<std::uint16_t>("bias", Dtype::F16, {q.cols});
+  }
+  auto read = [&](const char* part, std::vector<VqCodebook>& l, std::size_t n) {
+    const std::size_t nv = q.vector_rows() * q.vectors_per_row(n);
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const std::string level = part + std::to_string(i);
+      const int bits = l[i].index_bits();
+      LOWBIT_CHECK(l[i].entries >= 2 && bits > 0, "lowbit file", "vq: ", level, " has ", l[i].entries,
+                   " entries, not a power of two in 2..65536");
+      l[i].centroids = r.get<std::uint16_t>(level + ".centroids", Dtype::F16, {l[i].entries, q.vector});
+      l[i].indices = r.get<std::uint8_t>(level + ".indices", Dtype::U8, {::lowbit::detail::vq_index_bytes(nv, bits)});
+    }
+  };
+  read("outlier", q.outlier, q.outlier_columns);
+  read("main", q.main, q.cols - q.outlier_columns);
+  q.validate();
+  return q;
+}
+
+inline constexpr std::uint64_t max_kv_window = std::uint64_t(1) << 24;
+
+inline Params params_of(const kivi::Cache& c) {
+  const kivi::Options& o = c.options();
+  return Params("kivi", "")
+      .set("heads", std::uint64_t(o.heads))
+      .set("kv_heads", std::uint64_t(o.kv_heads))
+      .set("head_dim", std::uint64_t(o.head_dim))
+      .set("bits", std::uint64_t(o.bits))
+      .set("group", std::uint64_t(o.group))
+      .set("residual", std::uint64_t(o.residual))
+      .set("max_tokens", o.max_tokens)
+      .set("tokens", c.tokens());
+}
+inline void fields_of(const std::string& n, const kivi::Cache& c, Fields& f) {
+  const std::size_t d = std::size_t(c.options().head_dim), R = std::size_t(c.options().residual);
+  for (int i = 0; i < c.options().kv_heads; ++i) {
+    const kivi::Cache::Head& h = c.head(i);
+    const std::string p = "h" + std::to_string(i) + ".";
+    for (const auto& [part, q] : {std::pair{"keys.", &h.keys}, std::pair{"values.", &h.values}}) {
+      f.add(n, p + part + "pages", Dtype::U8, {q->pages.size()}, q->pages.data(), q->pages.size());
+      f.add(n, p + part + "scale", Dtype::F16, {q->scale.size()}, q->scale.data(), q->scale.size());
+      f.add(n, p + part + "min", Dtype::F16, {q->min.size()}, q->min.data(), q->min.size());
+    }
+    f.add(n, p + "key_window", Dtype::F32, {h.key_window_tokens, d}, h.key_window.data(), h.key_window_tokens * d);
+    std::vector<float>& vw = f.scratch.emplace_back(h.value_window_tokens * d);  // the ring, oldest first
+    for (std::size_t t = 0; t < h.value_window_tokens; ++t)
+      std::copy_n(&h.value_window[((h.value_start + t) % R) * d], d, &vw[t * d]);
+    f.add(n, p + "value_window", Dtype::F32, {h.value_window_tokens, d}, vw.data(), vw.size());
+  }
+}
+inline kivi::Cache read_kivi(Params& p, ItemReader& r) {
+  kivi::Options o;
+  o.heads = int(p.integer("heads", 1 << 20));
+  o.kv_heads = int(p.integer("kv_heads", 1 << 20));
+  o.head_dim = int(p.integer("head_dim", 1 << 20));
+  o.bits = int(p.integer("bits", 8));
+  o.group = int(p.integer("group", 1 << 20));
+  o.residual = int(p.integer("residual", 1 << 30));
+  o.max_tokens = p.integer("max_tokens", max_dim);
+  const std::size_t tokens = p.integer("tokens", max_dim);
+  p.done();
+  kivi::check_options(o);
+  // The windows are R x d floats per kv head whatever the token count: a
+  // bound, so that a small hostile file cannot ask for gigabytes.
+  LOWBIT_CHECK(std::uint64_t(o.kv_heads) * std::uint64_t(o.residual) * std::uint64_t(o.head_dim) <= max_kv_window,
+               "lowbit file", "kivi: ", o.kv_heads, " kv heads x R ", o.residual, " x head_dim ", o.head_dim,
+               " window floats exceed ", max_kv_window);
+  const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual);
+  const std::size_t kw = tokens % R, vw = std::min(tokens, R);
+  std::vector<kivi::Cache::Head> heads;
+  kivi::Options plain = o;
+  plain.max_tokens = 0;  // nothing reserved on a file's word
+  const kivi::Cache fresh(plain);  // groupings and widths of each head's codes
+  for (int i = 0; i < o.kv_heads; ++i) {
+    kivi::Cache::Head h = fresh.head(i);
+    const std::string pre = "h" + std::to_string(i) + ".";
+    for (const auto& [part, q] : {std::pair{"keys.", &h.keys}, std::pair{"values.", &h.values}}) {
+      // Shapes as stored; restore() checks them against the token count.
+      const TensorInfo* t = r.find(pre + part + "pages");
+      LOWBIT_CHECK(t && t->shape.size() == 1, "lowbit file", "kivi: tensor \"", pre + part, "pages\" is missing or not 1-D");
+      const Buffer<std::uint8_t> pages = r.get<std::uint8_t>(pre + part + "pages", Dtype::U8, t->shape);
+      q->pages.assign(pages.begin(), pages.end());
+      for (const auto& [field, dst] : {std::pair{"scale", &q->scale}, std::pair{"min", &q->min}}) {
+        const TensorInfo* s = r.find(pre + part + field);
+        LOWBIT_CHECK(s && s->shape.size() == 1, "lowbit file", "kivi: tensor \"", pre + part, field,
+                     "\" is missing or not 1-D");
+        const Buffer<std::uint16_t> b = r.get<std::uint16_t>(pre + part + field, Dtype::F16, s->shape);
+        dst->assign(b.begin(), b.end());
+      }
+      q->tokens = part[0] == 'k' ? tokens - kw : tokens - vw;
+    }
+    const Buffer<float> k = r.get<float>(pre + "key_window", Dtype::F32, {kw, d});
+    const Buffer<float> v = r.get<float>(pre + "value_window", Dtype::F32, {vw, d});
+    std::copy(k.begin(), k.end(), h.key_window.begin());
+    std::copy(v.begin(), v.end(), h.value_window.begin());
+    h.key_window_tokens = kw, h.value_window_tokens = vw, h.value_start = 0;
+    heads.push_back(std::move(h));
+  }
+  return kivi::Cache::restore(o, tokens, std::move(heads));
+}
+
 inline Matrix read_matrix(const TensorInfo& t, const ItemReader& r) {
   std::uint64_t rows = 1, cols = t.shape.empty() ? 1 : t.shape.back();
   for (std::size_t i = 0; i + 1 < t.shape.size(); ++i) rows *= t.shape[i];
@@ -444,8 +617,12 @@ inline Items decode(const FileBytes& f, const LoadOptions& opt) {
         items.emplace(name, read_group_quant(p, r));
       } else if (p.kind() == "spqr") {
         items.emplace(name, read_spqr(p, r));
+      } else if (p.kind() == "vq") {
+        items.emplace(name, read_vq(p, r));
       } else if (p.kind() == "dfloat11") {
         items.emplace(name, read_dfloat11(p, r));
+      } else if (p.kind() == "kivi") {
+        items.emplace(name, read_kivi(p, r));
       } else {
         ::lowbit::detail::fail("lowbit file", "item \"", name, "\": unknown format kind \"", p.kind(), "\"");
       }
@@ -555,7 +732,7 @@ inline void save(const std::string& path, const Items& items) {
           if constexpr (std::is_same_v<T, Matrix>) {
             fields.tensors.push_back({name, Dtype::F32, {x.rows(), x.cols()}, x.data(), 4 * std::uint64_t(x.rows() * x.cols())});
           } else {
-            x.validate();
+            if constexpr (!std::is_same_v<T, kivi::Cache>) x.validate();  // a Cache keeps its invariants
             meta["lowbit.format." + name] = detail::params_of(x).str();
             detail::fields_of(name, x, fields);
           }

@@ -107,7 +107,7 @@ struct Attend {
   struct Bf16Row {
     const std::uint16_t* r;
     F operator()(std::size_t m) const noexcept {
-      return xsimd::bitwise_cast<F>(simd::widen_u16<Tag>(r + L * m) << 16);
+      return simd::bitcast<float>(simd::widen_u16<Tag>(r + L * m) << 16);
     }
   };
   template <int B>

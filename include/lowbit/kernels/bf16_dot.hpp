@@ -54,7 +54,9 @@ template <class Tag>
 float bf16_dot(const std::uint16_t* w, const float* x, std::size_t n) noexcept {
   using F = simd::f32<Tag>;
   constexpr std::size_t L = F::size;
-  auto load = [&](std::size_t i) { return xsimd::bitwise_cast<F>(simd::widen_u16<Tag>(w + i) << 16); };
+  auto load = [&](std::size_t i) LOWBIT_ALWAYS_INLINE {
+    return simd::bitcast<float>(simd::widen_u16<Tag>(w + i) << 16);
+  };
   const std::size_t body = n / L * L;
   return bf16_dot_loop<Tag>(load, x, body) + bf16_dot_reference(w + body, x + body, n - body);
 }
@@ -65,10 +67,10 @@ float split_bf16_dot(const std::uint8_t* exponent, const std::uint8_t* sign_mant
   using F = simd::f32<Tag>;
   using I = simd::i32<Tag>;
   constexpr std::size_t L = F::size;
-  auto load = [&](std::size_t i) {
+  auto load = [&](std::size_t i) LOWBIT_ALWAYS_INLINE {
     const I e = simd::widen_u8<Tag>(exponent + i);
     const I sm = simd::widen_u8<Tag>(sign_mantissa + i);
-    return xsimd::bitwise_cast<F>(((sm & I(0x80)) << 24) | (e << 23) | ((sm & I(0x7F)) << 16));
+    return simd::bitcast<float>(((sm & I(0x80)) << 24) | (e << 23) | ((sm & I(0x7F)) << 16));
   };
   const std::size_t body = n / L * L;
   return bf16_dot_loop<Tag>(load, x, body) +

@@ -274,11 +274,11 @@ struct float_block {
     const U magic(0x4B000000u), lo(0xFFu);
     const F two23(8388608.0f);
     for (int h = 0; h < H; ++h) {
-      const U v = xsimd::bitwise_cast<U>(cb.c[h]);
-      f[h][0] = xsimd::bitwise_cast<F>((v & lo) | magic) - two23;
-      f[h][1] = xsimd::bitwise_cast<F>(((v >> 8) & lo) | magic) - two23;
-      f[h][2] = xsimd::bitwise_cast<F>(((v >> 16) & lo) | magic) - two23;
-      f[h][3] = xsimd::bitwise_cast<F>((v >> 24) | magic) - two23;
+      const U v = simd::bitcast<std::uint32_t>(cb.c[h]);
+      f[h][0] = simd::bitcast<float>((v & lo) | magic) - two23;
+      f[h][1] = simd::bitcast<float>(((v >> 8) & lo) | magic) - two23;
+      f[h][2] = simd::bitcast<float>(((v >> 16) & lo) | magic) - two23;
+      f[h][3] = simd::bitcast<float>((v >> 24) | magic) - two23;
     }
   }
   // sum_k code_k x_k (gemv and gemm share this order: bit-identical rows).

@@ -37,6 +37,7 @@
 
 #include "../core/eigen_view.hpp"
 #include "../core/parallel.hpp"
+#include "../core/progress.hpp"
 #include "rtn.hpp"
 
 namespace lowbit {
@@ -81,7 +82,7 @@ inline std::vector<std::size_t> gptq_order(const Eigen::MatrixXd& H, bool act_or
 template <class ColumnQuantizer>
 Eigen::MatrixXf gptq_loop(Eigen::MatrixXf W, Eigen::MatrixXd H, double percdamp, bool act_order,
                           std::size_t block, ColumnQuantizer& quant, std::vector<std::size_t>& perm,
-                          const char* where) {
+                          const char* where, const Progress& progress = {}) {
   const Eigen::Index M = W.rows(), K = W.cols();
   const std::size_t width = quant.width();
   check_hessian(H, K, where);
@@ -134,6 +135,7 @@ Eigen::MatrixXf gptq_loop(Eigen::MatrixXf W, Eigen::MatrixXd H, double percdamp,
     const Eigen::Index after = K - Eigen::Index(i2);
     if (after > 0)
       Wp.rightCols(after).noalias() -= E1 * U.block(Eigen::Index(i1), Eigen::Index(i2), Eigen::Index(B), after);
+    if (progress) progress(i2, std::size_t(K));
   }
   // Back to the original column order.
   Eigen::MatrixXf out(M, K);
@@ -156,6 +158,7 @@ struct Options {
   bool static_groups = false;     // fit group statistics up front (needed with act_order)
   std::size_t block = 128;        // lazy-batch block size
   int threads = 0;                // group fitting; the loop's products are Eigen's
+  Progress progress;              // (columns done, K) after each block (core/progress.hpp)
 
   GroupFit fit() const { return GroupFit{bits, symmetric, scale_type, clip, 100, 0.8f}; }
 };
@@ -234,7 +237,8 @@ inline Result quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessian,
     for (std::size_t j = 0; j < G; ++j) cq.fit_from(Wz, j, j * o.group, std::min(o.group, K - j * o.group));
   }
   Result res;
-  lowbit::detail::gptq_loop(std::move(W), hessian, o.percdamp, o.act_order, o.block, cq, res.order, where);
+  lowbit::detail::gptq_loop(std::move(W), hessian, o.percdamp, o.act_order, o.block, cq, res.order, where,
+                            o.progress);
   GroupQuantMatrix q = lowbit::detail::make_group_matrix(M, K, o.group, o.fit());
   std::vector<std::uint8_t> zeros(M * G);
   for (std::size_t r = 0; r < M; ++r) {

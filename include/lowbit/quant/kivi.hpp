@@ -162,6 +162,61 @@ class Cache {
     }
   }
 
+  // A cache rebuilt from its parts (io/file.hpp's KV-cache snapshot): the
+  // heads as head(h) shows them after `tokens` tokens. Every size, the
+  // groupings and the windows' values are checked against the streaming
+  // policy above, so a restored cache behaves as the one that was saved.
+  // Nothing is reserved for o.max_tokens (the cache grows as it streams).
+  static Cache restore(const Options& o, std::size_t tokens, std::vector<Head> heads) {
+    Options grow = o;
+    grow.max_tokens = 0;
+    Cache c(grow);
+    const char* w = "kivi::Cache::restore";
+    LOWBIT_CHECK(heads.size() == c.heads_.size(), w, heads.size(), " heads given, options say ", c.heads_.size());
+    LOWBIT_CHECK(!o.max_tokens || tokens <= o.max_tokens, w, tokens, " tokens exceed max_tokens ", o.max_tokens);
+    const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual), G = std::size_t(o.group);
+    const std::size_t kq = tokens - tokens % R, vq = tokens > R ? tokens - R : 0;
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+      Head& h = heads[i];
+      const Head& fresh = c.heads_[i];
+      const auto check_codes = [&](const KvCodes& q, const KvCodes& like, std::size_t n, std::size_t stats) {
+        LOWBIT_CHECK(q.axis == like.axis && q.bits == like.bits && q.dim == like.dim && q.group == like.group, w,
+                     "head ", i, ": codes of another grouping or width than the options'");
+        LOWBIT_CHECK(q.tokens == n && q.pages.size() == (n + q.page_tokens() - 1) / q.page_tokens() * q.page_bytes() &&
+                         q.scale.size() == stats && q.min.size() == stats,
+                     w, "head ", i, ": ", q.tokens, " tokens in ", q.pages.size(), " page bytes and ", q.scale.size(),
+                     "/", q.min.size(), " statistics; ", tokens, " tokens need ", n, " quantized");
+      };
+      check_codes(h.keys, fresh.keys, kq, kq / G * d);
+      check_codes(h.values, fresh.values, vq, vq * (d / G));
+      LOWBIT_CHECK(h.key_window.size() == R * d && h.value_window.size() == R * d &&
+                       h.key_window_tokens == tokens % R && h.value_window_tokens == tokens - vq && h.value_start < R,
+                   w, "head ", i, ": windows do not match ", tokens, " tokens with R = ", R);
+      for (std::size_t t = 0; t < h.key_window_tokens; ++t) check_values(&h.key_window[t * d], d, "key window");
+      for (std::size_t t = 0; t < h.value_window_tokens; ++t)
+        check_values(&h.value_window[((h.value_start + t) % R) * d], d, "value window");
+    }
+    c.heads_ = std::move(heads);
+    c.tokens_ = tokens;
+    c.o_ = o;
+    return c;
+  }
+
+  // Same options and the same cache contents (windows compared in order).
+  friend bool operator==(const Cache& a, const Cache& b) {
+    const Options &x = a.o_, &y = b.o_;
+    if (x.heads != y.heads || x.kv_heads != y.kv_heads || x.head_dim != y.head_dim || x.bits != y.bits ||
+        x.group != y.group || x.residual != y.residual || x.max_tokens != y.max_tokens || a.tokens_ != b.tokens_)
+      return false;
+    for (int h = 0; h < x.kv_heads; ++h) {
+      const Head &p = a.head(h), &q = b.head(h);
+      if (p.keys != q.keys || p.values != q.values || !(a.keys(h) == b.keys(h)) || !(a.values(h) == b.values(h)))
+        return false;
+    }
+    return true;
+  }
+  friend bool operator!=(const Cache& a, const Cache& b) { return !(a == b); }
+
   const Options& options() const noexcept { return o_; }
   std::size_t tokens() const noexcept { return tokens_; }
   const Head& head(int h) const { return heads_.at(std::size_t(h)); }

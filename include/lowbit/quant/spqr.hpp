@@ -40,6 +40,7 @@ struct Options {
   bool act_order = true;
   std::size_t block = 128;
   int threads = 0;
+  Progress progress;  // (columns done, K) after each block (core/progress.hpp)
 };
 
 struct Stats {
@@ -237,7 +238,7 @@ inline SpqrMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hess
                              std::vector<std::vector<std::pair<std::uint32_t, float>>>(M)};
   Eigen::MatrixXf W = eigen_map(w);
   std::vector<std::size_t> order;
-  lowbit::detail::gptq_loop(std::move(W), hessian, o.percdamp, o.act_order, o.block, cq, order, where);
+  lowbit::detail::gptq_loop(std::move(W), hessian, o.percdamp, o.act_order, o.block, cq, order, where, o.progress);
 
   SpqrMatrix q;
   q.rows = M;

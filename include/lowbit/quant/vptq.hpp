@@ -51,6 +51,8 @@ struct Options {
   std::size_t block = 128;             // rounded down to a multiple of v on the input axis
   KmeansOptions kmeans;
   int threads = 0;                     // searches, k-means; the loop's products are Eigen's
+  Progress progress;                   // (columns done, K x passes) after each block; two passes
+                                       // with a residual codebook (core/progress.hpp)
 };
 
 namespace detail {
@@ -246,11 +248,16 @@ inline VqMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hessia
 
   const std::size_t A = q.vector_rows();
   const std::size_t block = o.axis == VqAxis::output ? o.block : std::max(o.block / v, std::size_t(1)) * v;
+  const std::size_t passes = o.residual_codebook ? 2 : 1;
+  std::size_t pass = 0;
   const auto run = [&]() {
     for (detail::Part* p : {&outl, &mainp}) p->idx.assign(p->levels.size(), std::vector<std::uint32_t>(A * p->nb));
     detail::VectorQuantizer vq{o.axis, M, v, {&outl, &mainp}};
     std::vector<std::size_t> order;
-    lowbit::detail::gptq_loop(W, H, o.percdamp, o.act_order, block, vq, order, where);
+    Progress each;
+    if (o.progress) each = [&](std::size_t done, std::size_t) { o.progress(pass * K + done, passes * K); };
+    lowbit::detail::gptq_loop(W, H, o.percdamp, o.act_order, block, vq, order, where, each);
+    ++pass;
   };
   if (o.residual_codebook) {
     mainp.left.resize(Eigen::Index(A * mainp.nb), Eigen::Index(v));

@@ -31,6 +31,15 @@
 #include <cpuid.h>
 #endif
 
+// Forces a small per-chunk helper into its hot loop where GCC's heuristics
+// would leave a call (seen on NEON, where xsimd's ops look large before
+// constant folding: .ci/portability prints the hot loops' instruction mix).
+#if defined(__GNUC__)
+#define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_ALWAYS_INLINE
+#endif
+
 namespace lowbit {
 
 enum class isa : int { scalar = 0, sse4_1 = 1, avx2 = 2, avx512bw = 3, avx512vnni = 4, neon64 = 5 };

@@ -33,21 +33,45 @@ inline constexpr bool is_sse41 = std::is_same_v<typename Tag::arch, xsimd::sse4_
 template <class Tag>
 inline constexpr bool is_neon64 = std::is_same_v<typename Tag::arch, xsimd::neon64>;
 
+// The bits of v as a batch of To (same register). xsimd 8.1's NEON
+// bitwise_cast goes through a table of function pointers that GCC does not
+// inline (a call per cast in the hot loops); a vector cast is free.
+template <class To, class From, class A>
+inline xsimd::batch<To, A> bitcast(xsimd::batch<From, A> v) noexcept {
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (std::is_same_v<A, xsimd::neon64>) {
+    using R = typename xsimd::batch<To, A>::register_type;
+    using S = typename xsimd::batch<From, A>::register_type;
+    return (R)(S)v;
+  }
+#endif
+  return xsimd::bitwise_cast<xsimd::batch<To, A>>(v);
+}
+
 // Bytes shifted right by s, then masked: out[i] = (v[i] >> s) & mask.
 // (xsimd 8.1 has no unsigned 8-bit shift; a 16-bit shift plus the mask is
 // exact because the mask drops the bits that crossed a byte boundary.)
 template <class Tag>
 inline u8<Tag> shr_mask(u8<Tag> v, int s, std::uint8_t mask) noexcept {
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  // NEON shifts bytes by a register count (negative: right); xsimd 8.1 would
+  // switch over immediate shifts of 16-bit lanes.
+  if constexpr (is_neon64<Tag>)
+    return vandq_u8(vshlq_u8(v, vdupq_n_s8(std::int8_t(-s))), vdupq_n_u8(mask));
+#endif
   using u16 = xsimd::batch<std::uint16_t, typename Tag::arch>;
-  const u16 w = xsimd::bitwise_cast<u16>(v) >> s;
-  return xsimd::bitwise_cast<u8<Tag>>(w) & u8<Tag>(mask);
+  const u16 w = bitcast<std::uint16_t>(v) >> s;
+  return bitcast<std::uint8_t>(w) & u8<Tag>(mask);
 }
 
 // Bytes shifted left by s (< 8): out[i] = (v[i] << s) & 0xFF, for v[i] < 2^(8-s).
 template <class Tag>
 inline u8<Tag> shl_small(u8<Tag> v, int s) noexcept {
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return vshlq_u8(v, vdupq_n_s8(std::int8_t(s)));
+#endif
   using u16 = xsimd::batch<std::uint16_t, typename Tag::arch>;
-  return xsimd::bitwise_cast<u8<Tag>>(xsimd::bitwise_cast<u16>(v) << s);
+  return bitcast<std::uint8_t>(u16(bitcast<std::uint16_t>(v) << s));
 }
 
 // acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
@@ -190,7 +214,7 @@ inline f32<Tag> load_halves(const std::uint16_t* h) noexcept {
   return f32<Tag>::load_aligned(f);
 }
 
-// n fp16 values to float (F16C eight at a time where the ISA has it).
+// n fp16 values to float (F16C eight or NEON four at a time where the ISA has it).
 template <class Tag>
 inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) noexcept {
   std::size_t i = 0;
@@ -198,6 +222,10 @@ inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) n
   if constexpr (is_256<Tag>)
     for (; i + 8 <= n; i += 8)
       _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>)
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h + i))));
 #endif
   for (; i < n; ++i) out[i] = half_to_float<Tag>(h[i]);
 }
