@@ -70,6 +70,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
       items["d"] = dfloat11::compress(ConstMatrixView<bf16>(b.data(), rows, cols), {16});
     }
     items["m"] = weights(1, cols, i + 1);
+    vptq::Options vo;  // input axis (cols is a multiple of 8); every other seed with residual and normalization
+    vo.vector = 8, vo.codebook = 2, vo.axis = VqAxis::input;  // as many centroids as the fewest vectors
+    if (i % 2 == 0) vo.residual_codebook = 2, vo.normalize = true;
+    items["v"] = vptq::quantize(w, Eigen::MatrixXd::Identity(Eigen::Index(cols), Eigen::Index(cols)), vo);
     kivi::Options ko;  // a KV-cache snapshot mid-stream: windows partly full, the value ring wrapped
     ko.heads = 2, ko.kv_heads = 1 + i % 2, ko.head_dim = 32, ko.group = 16, ko.residual = 32, ko.bits = i % 2 ? 4 : 2;
     ko.heads = 2 * ko.kv_heads;
