@@ -120,7 +120,25 @@ struct SavedFile {
     while (!h.empty() && h.back() == ' ') h.pop_back();
     return with_header(h);
   }
+  // The error of loading f with checksums off ("" if it loads): the
+  // structural rule must catch a change by itself.
+  static std::string unverified_error(const std::vector<std::uint8_t>& f) {
+    io::LoadOptions fast;
+    fast.verify_checksums = false;
+    return error_of([&] { io::parse(f.data(), f.size(), fast); });
+  }
 };
+
+// One header edit and the error it must give.
+struct HeaderRule {
+  const char *from, *to, *error;
+};
+void check_rules(const SavedFile& f, std::initializer_list<HeaderRule> rules) {
+  for (const auto& r : rules) {
+    INFO(r.from << " -> " << r.to);
+    CHECK_THAT(SavedFile::unverified_error(f.replaced(r.from, r.to)), Catch::Matchers::Contains(r.error));
+  }
+}
 
 }  // namespace
 
@@ -333,12 +351,7 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   const std::string& header = saved.header;
   auto with_header = [&](const std::string& h) { return saved.with_header(h); };
   auto replaced = [&](const std::string& from, const std::string& to) { return saved.replaced(from, to); };
-  // Checksums off: the structural rule must catch each change by itself.
-  io::LoadOptions fast;
-  fast.verify_checksums = false;
-  auto message = [&](const std::vector<std::uint8_t>& f) {
-    return error_of([&] { io::parse(f.data(), f.size(), fast); });
-  };
+  auto message = [](const std::vector<std::uint8_t>& f) { return SavedFile::unverified_error(f); };
   auto verified = [&](const std::vector<std::uint8_t>& f) {
     return error_of([&] { io::parse(f.data(), f.size()); });
   };
@@ -354,9 +367,7 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   std::memcpy(huge.data(), &past, 8);
   CHECK_THAT(message(huge), Contains("exceeds the file"));
   // One header edit per rule, and the error it must give.
-  const struct {
-    const char *from, *to, *error;
-  } rules[] = {
+  check_rules(saved, {
       {"\"lowbit.version\":\"1\"", "\"lowbit.version\":\"2\"", "format version"},
       {"group_quant ", "vector_quant ", "unknown format kind"},
       {"bits=4", "bits=4 colour=blue", "unknown parameter"},
@@ -381,11 +392,7 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
       {"{", "{{", "expected '\"'"},
       {"\"data_offsets\":[0,", "\"data_offsets\":[0.0,", "unsigned integer"},
       {"\"data_offsets\":[0,", "\"data_offsets\":[99999999999999999999,", "out of range"},
-  };
-  for (const auto& r : rules) {
-    INFO(r.from << " -> " << r.to);
-    CHECK_THAT(message(replaced(r.from, r.to)), Contains(r.error));
-  }
+  });
   // Checksums: the header's, then each tensor's.
   CHECK_THAT(verified(replaced("cols=64", "cols=60")), Contains("header checksum mismatch"));
   CHECK(message(replaced("cols=64", "cols=60")).empty());  // same bytes, another valid matrix: only the checksum sees it
@@ -426,17 +433,8 @@ TEST_CASE("io: VQ parameters and arrays are checked against each other", "[io][v
   const Matrix W = test::llm_weights(8, 64, 9);
   one["v"] = vptq::quantize(W, test::neighbour_hessian(64, 9, 256), vo);
   const SavedFile saved(one, temp_path("vq_rules.safetensors"));
-  io::LoadOptions fast;
-  fast.verify_checksums = false;
-  auto message = [&](const std::string& from, const std::string& to) {
-    const auto f = saved.replaced(from, to);
-    return error_of([&] { io::parse(f.data(), f.size(), fast); });
-  };
-  using Catch::Matchers::Contains;
-  CHECK(message("{", "{").empty());
-  const struct {
-    const char *from, *to, *error;
-  } rules[] = {
+  CHECK(SavedFile::unverified_error(saved.replaced("{", "{")).empty());
+  check_rules(saved, {
       {"axis=output", "axis=diagonal", "unknown axis"},
       {"main0_k=16", "main0_k=12", "not a power of two"},
       {"main0_k=16", "main0_k=32", "has shape"},
@@ -450,9 +448,5 @@ TEST_CASE("io: VQ parameters and arrays are checked against each other", "[io][v
       {"normalized=0", "normalized=1", "tensor \"v.scale\" is missing"},
       {"outlier_columns=0", "outlier_columns=65", "not an integer in [0, 64]"},
       {"outlier_columns=0", "outlier_columns=8", "\"v.main0.indices\" has shape [66], expected [58]"},
-  };
-  for (const auto& r : rules) {
-    INFO(r.from << " -> " << r.to);
-    CHECK_THAT(message(r.from, r.to), Contains(r.error));
-  }
+  });
 }

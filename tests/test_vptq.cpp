@@ -195,7 +195,7 @@ TEST_CASE("vptq: gemv with 16-bit indices (65,536 centroids) equals dequantize o
     const std::vector<float> g = test::gaussian(cent.size(), 62);
     for (std::size_t i = 0; i < cent.size(); ++i) cent[i] = fp16::from_float(g[i]).bits;
     c.centroids = std::move(cent);
-    std::vector<std::uint32_t> idx(q.vector_rows() * q.vectors_per_row(q.cols));
+    std::vector<std::uint32_t> idx(q.vectors(q.cols));
     for (auto& i : idx) i = std::uint32_t(rng() % 65536);
     c.indices = lowbit::detail::vq_pack_indices(idx.data(), idx.size(), 16);
     q.main.push_back(std::move(c));

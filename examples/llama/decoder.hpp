@@ -71,8 +71,7 @@ struct Linear {
             double p = b;
             auto part = [&](const std::vector<lowbit::VqCodebook>& levels, std::size_t cols) {
               for (const auto& c : levels)
-                p += double(m.vector_rows() * m.vectors_per_row(cols) * std::size_t(c.index_bits())) -
-                     8.0 * double(c.indices.size());
+                p += double(m.vectors(cols) * std::size_t(c.index_bits())) - 8.0 * double(c.indices.size());
             };
             part(m.outlier, m.outlier_columns);
             part(m.main, m.cols - m.outlier_columns);

@@ -114,6 +114,8 @@ struct VqMatrix {
   // (b) for a part of n positions.
   std::size_t vector_rows() const noexcept { return axis == VqAxis::output ? rows / vector : rows; }
   std::size_t vectors_per_row(std::size_t n) const noexcept { return axis == VqAxis::output ? n : n / vector; }
+  // Vectors (indices per codebook level) of a part of n positions.
+  std::size_t vectors(std::size_t n) const noexcept { return vector_rows() * vectors_per_row(n); }
 
   std::size_t bytes() const noexcept {
     std::size_t b = 4 * perm.size() + 2 * scale.size() + 2 * bias.size();
@@ -145,7 +147,7 @@ struct VqMatrix {
                  outlier_columns, " columns and ", outlier.size(), " codebooks");
     LOWBIT_CHECK(!main.empty() && main.size() <= 2, where, "main part needs 1 or 2 codebooks, has ", main.size());
     const auto check_part = [&](const std::vector<VqCodebook>& part, std::size_t n) {
-      const std::size_t nv = vector_rows() * vectors_per_row(n);
+      const std::size_t nv = vectors(n);
       for (const VqCodebook& c : part) {
         const int bits = c.index_bits();
         LOWBIT_CHECK(c.entries >= 2 && c.entries <= 65536 && bits > 0, where,

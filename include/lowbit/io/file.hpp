@@ -68,6 +68,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -203,7 +204,6 @@ class ItemReader {
       : h_(h), f_(f), claimed_(claimed), item_(item) {}
 
   bool has(const std::string& field) const { return h_.find(item_ + "." + field) != nullptr; }
-  const TensorInfo* find(const std::string& field) const { return h_.find(item_ + "." + field); }
 
   // Tensor "<item>.<field>", which must have dtype `d` and this shape, as a
   // Buffer<T> (T of d's size, or bytes): a view of the file when the keeper
@@ -219,6 +219,15 @@ class ItemReader {
     LOWBIT_CHECK(t->shape == shape, "lowbit file", "tensor \"", name, "\" has shape ", shape_string(t->shape),
                  ", expected ", shape_string(shape));
     return tensor<T>(*t);
+  }
+
+  // Tensor "<item>.<field>" of dtype `d`, 1-D of whatever length it has (the
+  // caller checks the length).
+  template <class T>
+  Buffer<T> get_1d(const std::string& field, Dtype d) {
+    const TensorInfo* t = h_.find(item_ + "." + field);
+    LOWBIT_CHECK(t && t->shape.size() == 1, "lowbit file", "tensor \"", item_, ".", field, "\" is missing or not 1-D");
+    return get<T>(field, d, t->shape);
   }
 
   template <class T>
@@ -429,7 +438,7 @@ inline VqMatrix read_vq(Params& p, ItemReader& r) {
     q.bias = r.get<std::uint16_t>("bias", Dtype::F16, {q.cols});
   }
   auto read = [&](const char* part, std::vector<VqCodebook>& l, std::size_t n) {
-    const std::size_t nv = q.vector_rows() * q.vectors_per_row(n);
+    const std::size_t nv = q.vectors(n);
     for (std::size_t i = 0; i < l.size(); ++i) {
       const std::string level = part + std::to_string(i);
       const int bits = l[i].index_bits();
@@ -460,7 +469,7 @@ inline Params params_of(const kivi::Cache& c) {
       .set("tokens", c.tokens());
 }
 inline void fields_of(const std::string& n, const kivi::Cache& c, Fields& f) {
-  const std::size_t d = std::size_t(c.options().head_dim), R = std::size_t(c.options().residual);
+  const std::size_t d = std::size_t(c.options().head_dim);
   for (int i = 0; i < c.options().kv_heads; ++i) {
     const kivi::Cache::Head& h = c.head(i);
     const std::string p = "h" + std::to_string(i) + ".";
@@ -471,8 +480,7 @@ inline void fields_of(const std::string& n, const kivi::Cache& c, Fields& f) {
     }
     f.add(n, p + "key_window", Dtype::F32, {h.key_window_tokens, d}, h.key_window.data(), h.key_window_tokens * d);
     std::vector<float>& vw = f.scratch.emplace_back(h.value_window_tokens * d);  // the ring, oldest first
-    for (std::size_t t = 0; t < h.value_window_tokens; ++t)
-      std::copy_n(&h.value_window[((h.value_start + t) % R) * d], d, &vw[t * d]);
+    for (std::size_t t = 0; t < h.value_window_tokens; ++t) std::copy_n(c.window_row(i, false, t), d, &vw[t * d]);
     f.add(n, p + "value_window", Dtype::F32, {h.value_window_tokens, d}, vw.data(), vw.size());
   }
 }
@@ -496,32 +504,22 @@ inline kivi::Cache read_kivi(Params& p, ItemReader& r) {
   const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual);
   const std::size_t kw = tokens % R, vw = std::min(tokens, R);
   std::vector<kivi::Cache::Head> heads;
-  kivi::Options plain = o;
-  plain.max_tokens = 0;  // nothing reserved on a file's word
-  const kivi::Cache fresh(plain);  // groupings and widths of each head's codes
+  const auto vec = [](const auto& b) { return std::vector(b.begin(), b.end()); };
   for (int i = 0; i < o.kv_heads; ++i) {
-    kivi::Cache::Head h = fresh.head(i);
+    kivi::Cache::Head h = kivi::Cache::empty_head(o);
     const std::string pre = "h" + std::to_string(i) + ".";
-    for (const auto& [part, q] : {std::pair{"keys.", &h.keys}, std::pair{"values.", &h.values}}) {
-      // Shapes as stored; restore() checks them against the token count.
-      const TensorInfo* t = r.find(pre + part + "pages");
-      LOWBIT_CHECK(t && t->shape.size() == 1, "lowbit file", "kivi: tensor \"", pre + part, "pages\" is missing or not 1-D");
-      const Buffer<std::uint8_t> pages = r.get<std::uint8_t>(pre + part + "pages", Dtype::U8, t->shape);
-      q->pages.assign(pages.begin(), pages.end());
-      for (const auto& [field, dst] : {std::pair{"scale", &q->scale}, std::pair{"min", &q->min}}) {
-        const TensorInfo* s = r.find(pre + part + field);
-        LOWBIT_CHECK(s && s->shape.size() == 1, "lowbit file", "kivi: tensor \"", pre + part, field,
-                     "\" is missing or not 1-D");
-        const Buffer<std::uint16_t> b = r.get<std::uint16_t>(pre + part + field, Dtype::F16, s->shape);
-        dst->assign(b.begin(), b.end());
-      }
-      q->tokens = part[0] == 'k' ? tokens - kw : tokens - vw;
+    // Codes and statistics as stored; restore() checks their sizes.
+    for (const auto& [part, q, n] : {std::tuple{"keys.", &h.keys, tokens - kw}, std::tuple{"values.", &h.values, tokens - vw}}) {
+      q->pages = vec(r.get_1d<std::uint8_t>(pre + part + "pages", Dtype::U8));
+      q->scale = vec(r.get_1d<std::uint16_t>(pre + part + "scale", Dtype::F16));
+      q->min = vec(r.get_1d<std::uint16_t>(pre + part + "min", Dtype::F16));
+      q->tokens = n;
     }
     const Buffer<float> k = r.get<float>(pre + "key_window", Dtype::F32, {kw, d});
     const Buffer<float> v = r.get<float>(pre + "value_window", Dtype::F32, {vw, d});
     std::copy(k.begin(), k.end(), h.key_window.begin());
     std::copy(v.begin(), v.end(), h.value_window.begin());
-    h.key_window_tokens = kw, h.value_window_tokens = vw, h.value_start = 0;
+    h.key_window_tokens = kw, h.value_window_tokens = vw;
     heads.push_back(std::move(h));
   }
   return kivi::Cache::restore(o, tokens, std::move(heads));

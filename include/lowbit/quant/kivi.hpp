@@ -137,30 +137,37 @@ class Cache {
   };
 
   explicit Cache(const Options& o) : o_(o) {
-    check_options(o);
-    const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual);
-    heads_.resize(std::size_t(o.kv_heads));
-    for (Head& h : heads_) {
-      h.keys.axis = KvAxis::channel;
-      h.values.axis = KvAxis::token;
-      for (KvCodes* c : {&h.keys, &h.values}) {
-        c->bits = o.bits;
-        c->dim = d;
-        c->group = std::size_t(o.group);
-      }
-      h.key_window.assign(R * d, 0.0f);
-      h.value_window.assign(R * d, 0.0f);
-      if (o.max_tokens) {
+    heads_.assign(std::size_t(o.kv_heads), empty_head(o));
+    if (o.max_tokens)
+      for (Head& h : heads_) {
         const std::size_t pages = (o.max_tokens + h.keys.page_tokens() - 1) / h.keys.page_tokens();
-        const std::size_t stats = (o.max_tokens / std::size_t(o.group) + 1) * d;
+        const std::size_t stats = (o.max_tokens / std::size_t(o.group) + 1) * std::size_t(o.head_dim);
         for (KvCodes* c : {&h.keys, &h.values}) {
           c->pages.reserve(pages * c->page_bytes());
           c->scale.reserve(stats);
           c->min.reserve(stats);
         }
       }
-    }
   }
+
+  // A head holding no token: the codes' groupings and widths, R x head_dim
+  // windows.
+  static Head empty_head(const Options& o) {
+    check_options(o);
+    const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual);
+    Head h;
+    h.keys.axis = KvAxis::channel;
+    h.values.axis = KvAxis::token;
+    for (KvCodes* c : {&h.keys, &h.values}) {
+      c->bits = o.bits;
+      c->dim = d;
+      c->group = std::size_t(o.group);
+    }
+    h.key_window.assign(R * d, 0.0f);
+    h.value_window.assign(R * d, 0.0f);
+    return h;
+  }
+
 
   // A cache rebuilt from its parts (io/file.hpp's KV-cache snapshot): the
   // heads as head(h) shows them after `tokens` tokens. Every size, the
@@ -176,28 +183,27 @@ class Cache {
     LOWBIT_CHECK(!o.max_tokens || tokens <= o.max_tokens, w, tokens, " tokens exceed max_tokens ", o.max_tokens);
     const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual), G = std::size_t(o.group);
     const std::size_t kq = tokens - tokens % R, vq = tokens > R ? tokens - R : 0;
-    for (std::size_t i = 0; i < heads.size(); ++i) {
-      Head& h = heads[i];
-      const Head& fresh = c.heads_[i];
-      const auto check_codes = [&](const KvCodes& q, const KvCodes& like, std::size_t n, std::size_t stats) {
-        LOWBIT_CHECK(q.axis == like.axis && q.bits == like.bits && q.dim == like.dim && q.group == like.group, w,
+    c.heads_ = std::move(heads);
+    c.tokens_ = tokens;
+    for (std::size_t i = 0; i < c.heads_.size(); ++i) {
+      const Head& h = c.heads_[i];
+      const auto check_codes = [&](const KvCodes& q, KvAxis axis, std::size_t n, std::size_t stats) {
+        LOWBIT_CHECK(q.axis == axis && q.bits == o.bits && q.dim == d && q.group == G, w,
                      "head ", i, ": codes of another grouping or width than the options'");
         LOWBIT_CHECK(q.tokens == n && q.pages.size() == (n + q.page_tokens() - 1) / q.page_tokens() * q.page_bytes() &&
                          q.scale.size() == stats && q.min.size() == stats,
                      w, "head ", i, ": ", q.tokens, " tokens in ", q.pages.size(), " page bytes and ", q.scale.size(),
                      "/", q.min.size(), " statistics; ", tokens, " tokens need ", n, " quantized");
       };
-      check_codes(h.keys, fresh.keys, kq, kq / G * d);
-      check_codes(h.values, fresh.values, vq, vq * (d / G));
+      check_codes(h.keys, KvAxis::channel, kq, kq / G * d);
+      check_codes(h.values, KvAxis::token, vq, vq * (d / G));
       LOWBIT_CHECK(h.key_window.size() == R * d && h.value_window.size() == R * d &&
                        h.key_window_tokens == tokens % R && h.value_window_tokens == tokens - vq && h.value_start < R,
                    w, "head ", i, ": windows do not match ", tokens, " tokens with R = ", R);
-      for (std::size_t t = 0; t < h.key_window_tokens; ++t) check_values(&h.key_window[t * d], d, "key window");
-      for (std::size_t t = 0; t < h.value_window_tokens; ++t)
-        check_values(&h.value_window[((h.value_start + t) % R) * d], d, "value window");
+      for (bool keys : {true, false})
+        for (std::size_t t = 0; t < (keys ? h.key_window_tokens : h.value_window_tokens); ++t)
+          check_values(c.window_row(int(i), keys, t), d, keys ? "key window" : "value window");
     }
-    c.heads_ = std::move(heads);
-    c.tokens_ = tokens;
     c.o_ = o;
     return c;
   }
@@ -210,8 +216,13 @@ class Cache {
       return false;
     for (int h = 0; h < x.kv_heads; ++h) {
       const Head &p = a.head(h), &q = b.head(h);
-      if (p.keys != q.keys || p.values != q.values || !(a.keys(h) == b.keys(h)) || !(a.values(h) == b.values(h)))
+      if (p.keys != q.keys || p.values != q.values || p.key_window_tokens != q.key_window_tokens ||
+          p.value_window_tokens != q.value_window_tokens)
         return false;
+      for (bool keys : {true, false})
+        for (std::size_t t = 0; t < (keys ? p.key_window_tokens : p.value_window_tokens); ++t)
+          if (!std::equal(a.window_row(h, keys, t), a.window_row(h, keys, t) + x.head_dim, b.window_row(h, keys, t)))
+            return false;
     }
     return true;
   }
@@ -220,6 +231,12 @@ class Cache {
   const Options& options() const noexcept { return o_; }
   std::size_t tokens() const noexcept { return tokens_; }
   const Head& head(int h) const { return heads_.at(std::size_t(h)); }
+  // Window token i (0 = oldest) of head h's keys or values: head_dim floats.
+  const float* window_row(int h, bool keys, std::size_t i) const {
+    const Head& x = head(h);
+    const std::size_t d = std::size_t(o_.head_dim), R = std::size_t(o_.residual);
+    return keys ? &x.key_window[i * d] : &x.value_window[((x.value_start + i) % R) * d];
+  }
 
   // Bytes held: codes, statistics and both fp32 windows, all heads.
   std::size_t memory_bytes() const noexcept {
@@ -288,8 +305,8 @@ class Cache {
 
   // Head h's keys or values as attention sees them, tokens x head_dim:
   // quantized tokens dequantized, window tokens exact. For checking.
-  Matrix keys(int h) const { return rows(head(h), true); }
-  Matrix values(int h) const { return rows(head(h), false); }
+  Matrix keys(int h) const { return rows(h, true); }
+  Matrix values(int h) const { return rows(h, false); }
 
  private:
   static void check_values(const float* x, std::size_t n, const char* what) {
@@ -298,15 +315,14 @@ class Cache {
                    " is ", x[i], ": must be finite and within fp16 range (|x| <= 65504; statistics are fp16)");
   }
 
-  Matrix rows(const Head& h, bool keys) const {
-    const std::size_t d = std::size_t(o_.head_dim), R = std::size_t(o_.residual);
-    const KvCodes& c = keys ? h.keys : h.values;
+  Matrix rows(int h, bool keys) const {
+    const std::size_t d = std::size_t(o_.head_dim);
+    const KvCodes& c = keys ? head(h).keys : head(h).values;
     Matrix m(tokens_, d);
     for (std::size_t t = 0; t < c.tokens; ++t)
       for (std::size_t j = 0; j < d; ++j) m(t, j) = c.value(t, j);
     for (std::size_t t = c.tokens; t < tokens_; ++t) {
-      const std::size_t i = t - c.tokens;
-      const float* src = keys ? &h.key_window[i * d] : &h.value_window[((h.value_start + i) % R) * d];
+      const float* src = window_row(h, keys, t - c.tokens);
       for (std::size_t j = 0; j < d; ++j) m(t, j) = src[j];
     }
     return m;
