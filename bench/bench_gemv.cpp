@@ -5,6 +5,8 @@
 //   BM_read_bandwidth/<MiB>          sum of a float array (GBps)
 //   BM_gemv_fp32_eigen/<M>/<K>       Eigen y = W x, fp32 row-major
 //   BM_gemv_int<b>_g128[_q8]/<M>/<K> lowbit gemv, fp32 (or int8) activations
+//   BM_gemv_int<b>_g128_lut/<M>/<K>  the same matrix in bit planes: T-MAC int8 tables
+//                                    (kernels/lut_gemv.hpp)
 //   BM_gemv_int4_g128_dram/<M>/<K>   the same, cycling over copies totalling
 //                                    >= 4x the last-level cache
 //   BM_gemm_int4_g128[_q8]/<M>/<K>/<N>  lowbit gemm, N tokens
@@ -179,6 +181,26 @@ void BM_gemv_int4_g128(benchmark::State& st) { run_gemv(st, 4, Activations::fp32
 void BM_gemv_int4_g128_q8(benchmark::State& st) { run_gemv(st, 4, Activations::int8, false); }
 void BM_gemv_int3_g128(benchmark::State& st) { run_gemv(st, 3, Activations::fp32, false); }
 void BM_gemv_int2_g128(benchmark::State& st) { run_gemv(st, 2, Activations::fp32, false); }
+void BM_gemv_int2_g128_q8(benchmark::State& st) { run_gemv(st, 2, Activations::int8, false); }
+
+// The same RTN matrices in bit planes (format/bit_plane.hpp), T-MAC's int8
+// tables (kernels/lut_gemv.hpp); the table build is inside the timing.
+void run_lut(benchmark::State& st, int bits) {
+  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
+  const BitPlaneMatrix p = to_bit_planes(quantized(M, K, bits));
+  const std::vector<float> x = bench::activations(K);
+  std::vector<float> y(M);
+  const RunOptions ro{Activations::int8, bench::threads()};
+  for (auto _ : st) {
+    gemv(p, x, y, ro);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["weight_bytes"] = double(p.bytes());
+  bench::set_bandwidth(st, double(p.bytes()));
+}
+void BM_gemv_int2_g128_lut(benchmark::State& st) { run_lut(st, 2); }
+void BM_gemv_int3_g128_lut(benchmark::State& st) { run_lut(st, 3); }
+void BM_gemv_int4_g128_lut(benchmark::State& st) { run_lut(st, 4); }
 void BM_gemv_int4_g128_dram(benchmark::State& st) { run_gemv(st, 4, Activations::fp32, true); }
 void BM_gemv_int4_g128_q8_dram(benchmark::State& st) { run_gemv(st, 4, Activations::int8, true); }
 
@@ -214,6 +236,10 @@ BENCHMARK(BM_gemv_int4_g128)->Apply(shapes);
 BENCHMARK(BM_gemv_int4_g128_q8)->Apply(shapes);
 BENCHMARK(BM_gemv_int3_g128)->Apply(shapes);
 BENCHMARK(BM_gemv_int2_g128)->Apply(shapes);
+BENCHMARK(BM_gemv_int2_g128_q8)->Apply(shapes);
+BENCHMARK(BM_gemv_int2_g128_lut)->Apply(shapes);
+BENCHMARK(BM_gemv_int3_g128_lut)->Apply(shapes);
+BENCHMARK(BM_gemv_int4_g128_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_vq2)->Apply(shapes);
 BENCHMARK(BM_gemv_vq2_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_spqr)->Args({4096, 4096})->Args({11008, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();

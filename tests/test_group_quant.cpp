@@ -1,8 +1,10 @@
-// format/group_quant.hpp, quant/rtn.hpp, kernels/group_gemv.hpp (gemv, gemm)
+// format/group_quant.hpp, quant/rtn.hpp, kernels/group_gemv.hpp (gemv, gemm),
+// format/bit_plane.hpp and the bit-serial table kernel (kernels/lut_gemv.hpp)
 // on every ISA available here, against the scalar reference.
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <tuple>
 
 #include "test_util.hpp"
 
@@ -290,6 +292,184 @@ TEST_CASE("gemv/gemm: bad input", "[gemv]") {
   GroupQuantMatrix empty = rtn::quantize(Matrix(0, 64), opts(4, 32));
   std::vector<float> none;
   REQUIRE_NOTHROW(gemv(empty, x, none));
+}
+
+namespace {
+
+// y = W x on the dequantized matrix in double, and the bound on what int8
+// tables may add to it: an entry is off by at most d/2 (d = the segment's
+// table scale), a row's segment term s/2 sum_i 2^i sum_t T_t[p] so by at most
+// |s| (2^b - 1) n_t d / 4 (n_t quads), plus float rounding.
+void bit_plane_reference(const GroupQuantMatrix& q, const BitPlaneMatrix& bp, const std::vector<float>& x,
+                         std::vector<double>& y, std::vector<double>& bound) {
+  const Matrix wd = dequantize(q);
+  const detail::BitPlaneTables tb(bp, x.data(), true);
+  y.assign(q.rows, 0.0);
+  bound.assign(q.rows, 0.0);
+  const std::size_t Q = bp.quads(), gq = q.group / 4;
+  for (std::size_t r = 0; r < q.rows; ++r) {
+    double mag = 0;
+    for (std::size_t k = 0; k < q.cols; ++k) {
+      y[r] += double(wd(r, k)) * x[k];
+      mag += std::fabs(double(q.scale(r, k / q.group))) * double(1 << q.bits) * std::fabs(x[k]);
+    }
+    for (std::size_t t0 = 0; t0 < Q; t0 += tb.segment) {
+      const std::size_t nt = std::min({Q, t0 + tb.segment, (t0 / gq + 1) * gq}) - t0;
+      bound[r] += std::fabs(double(q.scale(r, t0 / gq))) * double((1 << q.bits) - 1) * double(nt) *
+                  double(tb.half_scale[t0 / tb.segment]) / 2;
+    }
+    bound[r] = bound[r] * (1 + 1e-5) + tolerance(mag, q.cols);
+  }
+}
+
+void check_bit_planes(const GroupQuantMatrix& q, const std::vector<float>& x) {
+  const BitPlaneMatrix bp = to_bit_planes(q);
+  std::vector<double> want, bound;
+  bit_plane_reference(q, bp, x, want, bound);
+  const detail::BitPlaneTables tb(bp, x.data(), true);
+  std::vector<float> ref(q.rows, -1.0f);
+  detail::bit_plane_gemv_reference(bp, tb, ref.data(), 0, bp.tiles());
+  for (std::size_t r = 0; r < q.rows; ++r) {
+    INFO("row " << r << " bits " << q.bits << " M " << q.rows << " K " << q.cols << " g " << q.group);
+    REQUIRE(std::fabs(double(ref[r]) - want[r]) <= bound[r]);
+  }
+  for_each_isa([&](isa i) {
+    std::vector<float> y(q.rows, -1.0f);
+    gemv(bp, x, y, RunOptions{Activations::int8, 2});
+    if (i != isa::sse4_1) {
+      REQUIRE(std::memcmp(y.data(), ref.data(), 4 * y.size()) == 0);  // same integer sums, same float steps
+    } else {
+      // SSE4.1 has no FMA (its multiply-adds round twice): the bound of W x.
+      for (std::size_t r = 0; r < q.rows; ++r) REQUIRE(std::fabs(double(y[r]) - want[r]) <= bound[r]);
+    }
+  });
+}
+
+}  // namespace
+
+TEST_CASE("bit planes: the layout holds every code, padding is zero", "[bitplane]") {
+  for (int bits : {2, 3, 4}) {
+    for (auto [M, K, g] : {std::tuple<std::size_t, std::size_t, std::size_t>{1, 8, 8}, {33, 100, 32}, {70, 1376, 128},
+                           {32, 4104, 4104}}) {
+      const GroupQuantMatrix q = rtn::quantize(test::llm_weights(M, K, unsigned(K + bits)), opts(bits, g));
+      const BitPlaneMatrix bp = to_bit_planes(q);
+      REQUIRE_NOTHROW(bp.validate());
+      REQUIRE(bp.planes.size() == (M + 31) / 32 * ((K + 3) / 4) * std::size_t((bits + 1) / 2) * 32);
+      for (std::size_t r = 0; r < bp.tiles() * 32; ++r)
+        for (std::size_t k = 0; k < 4 * bp.quads(); ++k) {
+          INFO("r " << r << " k " << k);
+          REQUIRE(bp.code(r, k) == (r < M && k < K ? q.code(r, k) : 0));
+        }
+      for (std::size_t r = 0; r < M; ++r)
+        for (std::size_t j = 0; j < q.groups_per_row(); ++j) {
+          const std::size_t i = (r / 32 * q.groups_per_row() + j) * 32 + r % 32;
+          REQUIRE(bp.scale[i] == q.scale(r, j));
+          REQUIRE(bp.offset[i] == q.scale(r, j) * (float((1 << bits) - 1) / 2 - float(q.zero(r, j))));
+        }
+    }
+  }
+}
+
+TEST_CASE("bit-plane gemv: every ISA equals the reference, within the table bound of W x", "[bitplane]") {
+  struct Shape {
+    std::size_t M, K, g;
+  };
+  for (Shape s : {Shape{1, 288, 32}, Shape{31, 1376, 32}, Shape{33, 4096, 128}, Shape{70, 1000, 40},
+                  Shape{5, 102, 8}, Shape{64, 1024, 512}, Shape{3, 4104, 4104}, Shape{40, 130, 128}}) {
+    for (int bits : {2, 3, 4}) {
+      const Matrix w = test::llm_weights(s.M, s.K, unsigned(s.M * 7 + s.K + bits));
+      const std::vector<float> x = test::llm_activations(s.K, unsigned(s.K + 1));
+      check_bit_planes(rtn::quantize(w, opts(bits, s.g)), x);
+      check_bit_planes(rtn::quantize(w, opts(bits, s.g, true, ScaleType::fp32)), x);
+    }
+  }
+}
+
+TEST_CASE("bit-plane gemv: adversarial activations and extreme codes", "[bitplane]") {
+  const std::size_t M = 40, K = 260;
+  Matrix w(M, K);
+  for (std::size_t r = 0; r < M; ++r)  // alternate the extremes: codes 0 and 2^b - 1
+    for (std::size_t k = 0; k < K; ++k) w(r, k) = ((k + r) % 2 ? 1.0f : -1.0f) * float(r + 1);
+  for (int bits : {2, 3, 4}) {
+    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, 64));
+    std::vector<float> x(K, 0.0f);
+    check_bit_planes(q, x);  // all zero: zero tables
+    for (std::size_t k = 0; k < K; ++k) x[k] = (k % 3 ? 1e-30f : 3e4f) * (k % 2 ? 1.0f : -1.0f);
+    check_bit_planes(q, x);  // huge dynamic range
+    for (std::size_t k = 0; k < K; ++k) x[k] = 1.0f;
+    check_bit_planes(q, x);  // every table at +-127: the int16 sums' largest values
+  }
+  const BitPlaneMatrix bp = to_bit_planes(rtn::quantize(w, opts(2, 64)));
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> x = test::gaussian(K, 5);
+    x[77] = bad;
+    for_each_isa([&](isa) {
+      std::vector<float> y(M);
+      gemv(bp, x, y, RunOptions{Activations::int8, 1});
+      for (float v : y) REQUIRE(!std::isfinite(v));  // float tables: propagates, never silently finite
+    });
+  }
+}
+
+TEST_CASE("bit-plane gemv: float tables give W x, int8 tables the q8 path's accuracy", "[bitplane]") {
+  const std::size_t M = 256, K = 4096;
+  const Matrix w = test::llm_weights(M, K, 3);
+  const std::vector<float> x = test::llm_activations(K, 4);
+  const GroupQuantMatrix q = rtn::quantize(w, opts(2, 128));
+  const BitPlaneMatrix bp = to_bit_planes(q);
+  const Matrix wd = dequantize(q);
+  std::vector<double> exact(M, 0.0);
+  for (std::size_t r = 0; r < M; ++r)
+    for (std::size_t k = 0; k < K; ++k) exact[r] += double(wd(r, k)) * x[k];
+  const auto rel_error = [&](const std::vector<float>& y) {
+    double e = 0, n = 0;
+    for (std::size_t r = 0; r < M; ++r) e += (y[r] - exact[r]) * (y[r] - exact[r]), n += exact[r] * exact[r];
+    return std::sqrt(e / n);
+  };
+  std::vector<float> yf(M), y8(M), yq8(M);
+  const detail::BitPlaneTables tf(bp, x.data(), false);
+  detail::bit_plane_gemv_reference(bp, tf, yf.data(), 0, bp.tiles());
+  gemv(bp, x, y8, RunOptions{Activations::int8, 1});
+  gemv(q, x, yq8, RunOptions{Activations::int8, 1});
+  const double ef = rel_error(yf), e8 = rel_error(y8), eq8 = rel_error(yq8);
+  INFO("float tables " << ef << ", int8 tables " << e8 << ", q8 group kernel " << eq8);
+  REQUIRE(ef < 1e-6);  // the +-1 identity is exact up to float rounding
+  REQUIRE(e8 > ef);
+  REQUIRE(e8 < 2 * eq8);  // int8 sums of 4 activations: no worse than twice int8 activations
+}
+
+TEST_CASE("bit-plane gemv: bit-identical for any thread count, bad input", "[bitplane]") {
+  const Matrix w = test::llm_weights(1000, 512, 12);
+  const std::vector<float> x = test::llm_activations(512, 13);
+  const BitPlaneMatrix bp = to_bit_planes(rtn::quantize(w, opts(3, 128)));
+  for_each_isa([&](isa) {
+    std::vector<float> y1(1000), yn(1000);
+    gemv(bp, x, y1, RunOptions{Activations::int8, 1});
+    for (int t : {2, 3, 7}) {
+      gemv(bp, x, yn, RunOptions{Activations::int8, t});
+      REQUIRE(std::memcmp(y1.data(), yn.data(), y1.size() * 4) == 0);
+    }
+  });
+  std::vector<float> y(1000);
+  REQUIRE_THROWS_AS(gemv(bp, x, y), lowbit::error);  // fp32 activations: the tables are int8
+  REQUIRE_THROWS_AS(gemv(bp, span<const float>(x.data(), 511), y, RunOptions{Activations::int8}), lowbit::error);
+  REQUIRE_THROWS_AS(gemv(bp, x, span<float>(y.data(), 999), RunOptions{Activations::int8}), lowbit::error);
+  REQUIRE_THROWS_AS(to_bit_planes(rtn::quantize(w, opts(8, 128))), lowbit::error);
+  BitPlaneMatrix broken = bp;
+  broken.planes.pop_back();
+  REQUIRE_THROWS_AS(gemv(broken, x, y, RunOptions{Activations::int8}), lowbit::error);
+  broken = bp;
+  broken.scale.pop_back();
+  REQUIRE_THROWS_AS(gemv(broken, x, y, RunOptions{Activations::int8}), lowbit::error);
+  broken = bp;
+  broken.group = 6;
+  REQUIRE_THROWS_AS(gemv(broken, x, y, RunOptions{Activations::int8}), lowbit::error);
+  broken = bp;
+  broken.bits = 5;
+  REQUIRE_THROWS_AS(gemv(broken, x, y, RunOptions{Activations::int8}), lowbit::error);
+  const BitPlaneMatrix empty = to_bit_planes(rtn::quantize(Matrix(0, 64), opts(2, 32)));
+  std::vector<float> x64(64), none;
+  REQUIRE_NOTHROW(gemv(empty, x64, none, RunOptions{Activations::int8}));
 }
 
 TEST_CASE("isa selection", "[simd]") {

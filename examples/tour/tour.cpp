@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
     std::string name;
     std::function<Quantized()> make;
     Activations act;
+    bool lut = false;  // run as bit planes with T-MAC's int8 tables (format/bit_plane.hpp)
   };
   auto rtn_method = [&](int bits, Clip clip) {
     return [&w, bits, clip] {
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
       {"RTN int8 g128", rtn_method(8, Clip::minmax), Activations::fp32},
       {"RTN int4 g128", rtn_method(4, Clip::minmax), Activations::fp32},
       {"RTN int4 g128 (int8 act)", rtn_method(4, Clip::minmax), Activations::int8},
+      {"RTN int4 g128 (T-MAC LUT)", rtn_method(4, Clip::minmax), Activations::int8, true},
       {"RTN int4 g128 MSE-clip", rtn_method(4, Clip::mse), Activations::fp32},
       {"AWQ int4 g128", awq_method(4), Activations::fp32},
       {"AWQ int4 g128 (int8 act)", awq_method(4), Activations::int8},
@@ -216,6 +218,7 @@ int main(int argc, char** argv) {
       {"AWQ int3 g128", awq_method(3), Activations::fp32},
       {"GPTQ int3 g128 act-order", gptq_method(3, true), Activations::fp32},
       {"RTN int2 g128 MSE-clip", rtn_method(2, Clip::mse), Activations::fp32},
+      {"RTN int2 g128 MSE (LUT)", rtn_method(2, Clip::mse), Activations::int8, true},
   };
 
   std::printf("%-26s %8s %11s %11s %10s %9s %9s\n", "method", "bits/w", "bytes", "rel. error", "GEMV us",
@@ -247,13 +250,15 @@ int main(int argc, char** argv) {
     const Quantized mq = m.make();
     const double t_quant = seconds_since(t0);
     const RunOptions ro{m.act, 1};
+    const BitPlaneMatrix planes = m.lut ? to_bit_planes(mq.q) : BitPlaneMatrix{};
     row(m.name, mq.q.bits_per_weight(), mq.q.bytes(), t_quant, [&](std::size_t n, float* out) {
       span<const float> x(X.row(n), K);
       if (!mq.input_scales.empty()) {
         for (std::size_t k = 0; k < K; ++k) xs[k] = X(n, k) / mq.input_scales[k];
         x = span<const float>(xs);
       }
-      gemv(mq.q, x, span<float>(out, M), ro);
+      if (m.lut) gemv(planes, x, span<float>(out, M), ro);
+      else gemv(mq.q, x, span<float>(out, M), ro);
     });
   }
 

@@ -11,6 +11,7 @@
 #include "core/types.hpp"
 #include "core/view.hpp"
 #include "format/autoawq.hpp"
+#include "format/bit_plane.hpp"
 #include "format/dfloat11.hpp"
 #include "format/group_quant.hpp"
 #include "format/kv_cache.hpp"

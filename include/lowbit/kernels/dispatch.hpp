@@ -38,6 +38,9 @@ struct kernel_table {
   // Lookup tables of segments [b0, b1) (lut_gemv.hpp).
   void (*lut_build)(const float* ct, std::size_t k, std::size_t v, const float* xs, std::size_t b0, std::size_t b1,
                     float* T) = nullptr;
+  // Bit-serial table GEMV, int8 tables, rows of tiles [t0, t1) (lut_gemv.hpp).
+  void (*bit_plane_gemv)(const BitPlaneMatrix&, const BitPlaneTables&, float* y, std::size_t t0,
+                         std::size_t t1) = nullptr;
 };
 
 template <class F>
@@ -62,6 +65,7 @@ kernel_table make_kernel_table() {
     t.vq_axpy = vq_axpy_reference;
     t.vq_dot = vq_dot_reference;
     t.lut_build = lut_build_reference;
+    t.bit_plane_gemv = bit_plane_gemv_reference;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) { group_gemv_reference(w, a.x.data(), &a, y, r0, r1); };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
@@ -80,6 +84,14 @@ kernel_table make_kernel_table() {
     t.vq_axpy = vq_level<Tag, true>;
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;
+    t.bit_plane_gemv = [](const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y, std::size_t t0,
+                          std::size_t t1) {
+      switch (w.bits) {
+        case 2: return bit_plane_gemv<Tag, 2>(w, tb, y, t0, t1);
+        case 3: return bit_plane_gemv<Tag, 3>(w, tb, y, t0, t1);
+        default: return bit_plane_gemv<Tag, 4>(w, tb, y, t0, t1);
+      }
+    };
     t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
       return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
     };

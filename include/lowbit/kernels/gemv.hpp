@@ -13,6 +13,7 @@
 #include "../core/parallel.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
+#include "../format/bit_plane.hpp"
 #include "dispatch.hpp"
 
 namespace lowbit {
@@ -72,6 +73,26 @@ inline void gemm(const GroupQuantMatrix& w, ConstMatrixView<float> X, MatrixView
   for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8, detail::x_lanes(k, w));
   parallel_for(w.rows, 16, detail::threads_for(w.rows * n, w.cols, opt.threads),
                [&](std::size_t r0, std::size_t r1) { k.group_gemm(w, a.data(), n, Y.data(), Y.stride(), r0, r1); });
+}
+
+// y = W x with the bit-serial lookup-table kernel (format/bit_plane.hpp,
+// kernels/lut_gemv.hpp). Its tables hold sums of 4 activations as int8, so
+// the caller says Activations::int8; activations with NaN or Inf take float
+// tables (scalar) and propagate.
+inline void gemv(const BitPlaneMatrix& w, span<const float> x, span<float> y, const RunOptions& opt = {}) {
+  w.validate();
+  LOWBIT_CHECK(x.size() == w.cols, "gemv", "x has ", x.size(), " elements, W has K = ", w.cols, " columns");
+  LOWBIT_CHECK(y.size() == w.rows, "gemv", "y has ", y.size(), " elements, W has M = ", w.rows, " rows");
+  LOWBIT_CHECK(opt.activations == Activations::int8, "gemv",
+               "the bit-plane (T-MAC) kernel's tables are int8: pass RunOptions{Activations::int8}");
+  LOWBIT_CHECK(x.data() != nullptr || x.empty(), "gemv", "x is null");
+  LOWBIT_CHECK(y.data() != nullptr || y.empty(), "gemv", "y is null");
+  if (w.rows == 0) return;
+  const int threads = detail::threads_for(w.rows, w.cols, opt.threads);
+  const detail::BitPlaneTables tb(w, x.data(), detail::all_finite(x.data(), x.size()), threads);
+  const auto& k = tb.int8 ? detail::active_kernels() : detail::kernels_for(isa::scalar);
+  parallel_for(w.tiles(), 2, threads,
+               [&](std::size_t t0, std::size_t t1) { k.bit_plane_gemv(w, tb, y.data(), t0, t1); });
 }
 
 // y = W x for a plain bf16 matrix (the baseline DFloat11 is measured against).

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "../core/types.hpp"
 #include "arch.hpp"
@@ -110,9 +111,8 @@ inline i32<Tag> dot_u8i8(i32<Tag> acc, [[maybe_unused]] u8<Tag> a, [[maybe_unuse
   return acc;
 }
 
-// Pair sums of unsigned-times-signed bytes as int16 lanes (which pairs land
-// in which lane is ISA-specific; kernels only ever add all lanes up):
-// sum over lanes = sum_i a[i] * b[i]. Same precondition as dot_u8i8. Lets a
+// Pair sums of unsigned-times-signed bytes as int16 lanes, in order:
+// out[j] = a[2j] b[2j] + a[2j+1] b[2j+1]. Same precondition as dot_u8i8. Lets a
 // kernel add several blocks in int16 before widening once (llama.cpp's
 // q4_K x q8_K kernels do the same); the caller bounds the count.
 template <class Tag>
@@ -146,6 +146,50 @@ inline i32<Tag> widen_pairs([[maybe_unused]] i16<Tag> v) noexcept {
   if constexpr (is_neon64<Tag>) return vpaddlq_s16(v);
 #endif
   static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_pairs: no implementation for this ISA");
+  return {};
+}
+
+// int16 lanes sign-extended to int32: first = v[0 .. n/2), second = v[n/2 .. n).
+template <class Tag>
+inline std::pair<i32<Tag>, i32<Tag>> widen_i16([[maybe_unused]] i16<Tag> v) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>)
+    return {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1))};
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return {_mm_cvtepi16_epi32(v), _mm_cvtepi16_epi32(_mm_unpackhi_epi64(v, v))};
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return {vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v)};
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_i16: no implementation for this ISA");
+  return {};
+}
+
+// A 16-byte table in every 128-bit lane: out[i] = t[i % 16].
+template <class Tag>
+inline i8<Tag> table16(const std::int8_t* t) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
+#endif
+  static_assert(is_256<Tag> || i8<Tag>::size == 16, "table16: no implementation for this ISA");
+  return i8<Tag>::load_unaligned(t);
+}
+
+// Byte lookup within 128-bit lanes (pshufb, tbl): out[i] = t[16 (i / 16) +
+// idx[i]] for idx[i] < 16.
+template <class Tag>
+inline i8<Tag> lookup16([[maybe_unused]] i8<Tag> t, [[maybe_unused]] u8<Tag> idx) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_shuffle_epi8(t, idx);
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_shuffle_epi8(t, idx);
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) return vqtbl1q_s8(t, idx);
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "lookup16: no implementation for this ISA");
   return {};
 }
 
