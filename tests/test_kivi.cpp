@@ -364,6 +364,13 @@ TEST_CASE("kivi: bad input gets a clear error and leaves the cache as it was", "
   REQUIRE(c.values(1) == v0);
   c.append_bulk(x.k.data(), x.v.data(), 30);  // exactly to capacity
   REQUIRE(c.tokens() == 70);
+  // Accessors name what is out of range (70 tokens, R = 64: 6 key and 64 value window tokens).
+  REQUIRE_THROWS_WITH(c.head(2), Catch::Contains("head 2 of 2"));
+  REQUIRE_THROWS_AS(c.head(-1), lowbit::error);
+  REQUIRE_NOTHROW(c.window_row(1, true, 5));
+  REQUIRE_THROWS_WITH(c.window_row(1, true, 6), Catch::Contains("key window token 6 of 6"));
+  REQUIRE_NOTHROW(c.window_row(1, false, 63));
+  REQUIRE_THROWS_WITH(c.window_row(1, false, 64), Catch::Contains("value window token 64 of 64"));
 
   std::vector<float> q(4 * 64, 0.5f), out(q.size());
   q[5] = std::nanf("");

@@ -195,7 +195,7 @@ inline void bit_plane_gemv_reference(const BitPlaneMatrix& w, const BitPlaneTabl
         for (std::size_t t = t0; t < std::min({Q, (j + 1) * gq, t0 + tb.segment}); ++t)
           for (int i = 0; i < w.bits; ++i) {
             const std::size_t e = 16 * t + w.pattern(r, t, i);
-            if (tb.int8) ai += std::int64_t(tb.q[e]) << i;
+            if (tb.int8) ai += std::int64_t(tb.q[e]) * (std::int64_t(1) << i);  // 2^i T: exact
             else af += float(1 << i) * tb.f[e];
           }
         out = std::fma(tb.int8 ? float(ai) : af, tb.half_scale[t0 / tb.segment] * s, out);

@@ -175,14 +175,14 @@ class Cache {
   // policy above, so a restored cache behaves as the one that was saved.
   // Nothing is reserved for o.max_tokens (the cache grows as it streams).
   static Cache restore(const Options& o, std::size_t tokens, std::vector<Head> heads) {
-    Options grow = o;
-    grow.max_tokens = 0;
-    Cache c(grow);
+    check_options(o);
     const char* w = "kivi::Cache::restore";
-    LOWBIT_CHECK(heads.size() == c.heads_.size(), w, heads.size(), " heads given, options say ", c.heads_.size());
+    LOWBIT_CHECK(heads.size() == std::size_t(o.kv_heads), w, heads.size(), " heads given, options say ", o.kv_heads);
     LOWBIT_CHECK(!o.max_tokens || tokens <= o.max_tokens, w, tokens, " tokens exceed max_tokens ", o.max_tokens);
     const std::size_t d = std::size_t(o.head_dim), R = std::size_t(o.residual), G = std::size_t(o.group);
     const std::size_t kq = tokens - tokens % R, vq = tokens > R ? tokens - R : 0;
+    Cache c;
+    c.o_ = o;
     c.heads_ = std::move(heads);
     c.tokens_ = tokens;
     for (std::size_t i = 0; i < c.heads_.size(); ++i) {
@@ -204,7 +204,6 @@ class Cache {
         for (std::size_t t = 0; t < (keys ? h.key_window_tokens : h.value_window_tokens); ++t)
           check_values(c.window_row(int(i), keys, t), d, keys ? "key window" : "value window");
     }
-    c.o_ = o;
     return c;
   }
 
@@ -230,10 +229,15 @@ class Cache {
 
   const Options& options() const noexcept { return o_; }
   std::size_t tokens() const noexcept { return tokens_; }
-  const Head& head(int h) const { return heads_.at(std::size_t(h)); }
+  const Head& head(int h) const {
+    LOWBIT_CHECK(h >= 0 && std::size_t(h) < heads_.size(), "kivi::Cache::head", "head ", h, " of ", heads_.size());
+    return heads_[std::size_t(h)];
+  }
   // Window token i (0 = oldest) of head h's keys or values: head_dim floats.
   const float* window_row(int h, bool keys, std::size_t i) const {
     const Head& x = head(h);
+    const std::size_t n = keys ? x.key_window_tokens : x.value_window_tokens;
+    LOWBIT_CHECK(i < n, "kivi::Cache::window_row", keys ? "key" : "value", " window token ", i, " of ", n);
     const std::size_t d = std::size_t(o_.head_dim), R = std::size_t(o_.residual);
     return keys ? &x.key_window[i * d] : &x.value_window[((x.value_start + i) % R) * d];
   }
@@ -327,6 +331,8 @@ class Cache {
     }
     return m;
   }
+
+  Cache() = default;  // restore() fills in the parts it checked
 
   Options o_;
   std::vector<Head> heads_;
