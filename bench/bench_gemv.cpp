@@ -7,8 +7,8 @@
 //   BM_gemv_int<b>_g128[_q8]/<M>/<K> lowbit gemv, fp32 (or int8) activations
 //   BM_gemv_int<b>_g128_lut/<M>/<K>  the same matrix in bit planes: T-MAC int8 tables
 //                                    (kernels/lut_gemv.hpp)
-//   BM_gemv_int4_g128_dram/<M>/<K>   the same, cycling over copies totalling
-//                                    >= 4x the last-level cache
+//   BM_gemv_int4_g128[_q8|_lut]_dram/<M>/<K>  the same, cycling over copies
+//                                    totalling >= 4x the last-level cache
 //   BM_gemm_int4_g128[_q8]/<M>/<K>/<N>  lowbit gemm, N tokens
 //   BM_gemv_spqr/<M>/<K>             SpQR 3-bit beta 16/16, ~1% outliers
 //   BM_gemv_vq2/<M>/<K>              VQ, v = 8, k = 65536 (16-bit indices, 2 bits/weight),
@@ -185,22 +185,28 @@ void BM_gemv_int2_g128_q8(benchmark::State& st) { run_gemv(st, 2, Activations::i
 
 // The same RTN matrices in bit planes (format/bit_plane.hpp), T-MAC's int8
 // tables (kernels/lut_gemv.hpp); the table build is inside the timing.
-void run_lut(benchmark::State& st, int bits) {
+// DRAM-resident as run_gemv; GBps counts the bit-plane bytes read.
+void run_lut(benchmark::State& st, int bits, bool dram) {
   const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
   const BitPlaneMatrix p = to_bit_planes(quantized(M, K, bits));
+  std::vector<BitPlaneMatrix> copies;
+  if (dram) copies.assign(4 * bench::llc_bytes() / p.bytes() + 2, p);
   const std::vector<float> x = bench::activations(K);
   std::vector<float> y(M);
   const RunOptions ro{Activations::int8, bench::threads()};
+  std::size_t i = 0;
   for (auto _ : st) {
-    gemv(p, x, y, ro);
+    gemv(dram ? copies[i++ % copies.size()] : p, x, y, ro);
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["weight_bytes"] = double(p.bytes());
+  if (dram) st.counters["copies"] = double(copies.size());
   bench::set_bandwidth(st, double(p.bytes()));
 }
-void BM_gemv_int2_g128_lut(benchmark::State& st) { run_lut(st, 2); }
-void BM_gemv_int3_g128_lut(benchmark::State& st) { run_lut(st, 3); }
-void BM_gemv_int4_g128_lut(benchmark::State& st) { run_lut(st, 4); }
+void BM_gemv_int2_g128_lut(benchmark::State& st) { run_lut(st, 2, false); }
+void BM_gemv_int3_g128_lut(benchmark::State& st) { run_lut(st, 3, false); }
+void BM_gemv_int4_g128_lut(benchmark::State& st) { run_lut(st, 4, false); }
+void BM_gemv_int4_g128_lut_dram(benchmark::State& st) { run_lut(st, 4, true); }
 void BM_gemv_int4_g128_dram(benchmark::State& st) { run_gemv(st, 4, Activations::fp32, true); }
 void BM_gemv_int4_g128_q8_dram(benchmark::State& st) { run_gemv(st, 4, Activations::int8, true); }
 
@@ -245,6 +251,7 @@ BENCHMARK(BM_gemv_vq2_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_spqr)->Args({4096, 4096})->Args({11008, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_q8_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemv_int4_g128_lut_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemm_int4_g128)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemm_int4_g128_q8)->ArgsProduct({{4096}, {4096}, {2, 8, 32, 64}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
