@@ -1,4 +1,6 @@
 // format/spqr.hpp, quant/spqr.hpp, kernels/spqr_gemv.hpp, kernels/sparse.hpp
+#include <random>
+
 #include "test_util.hpp"
 
 using namespace lowbit;
@@ -83,6 +85,32 @@ TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
         }
         REQUIRE(std::fabs(y[r] - ref) <= 4e-6 * mag + 1e-6);  // float sums in another order
       }
+    });
+  }
+}
+
+TEST_CASE("spqr: row statistics kernel equals its reference on every ISA", "[spqr]") {
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  for (std::size_t G : {1u, 7u, 8u, 13u, 256u, 275u}) {
+    std::vector<std::uint8_t> sc(G), zc(G);
+    std::vector<float> ps(G), pz(G), qs(G), qz(G), A(G);
+    for (std::size_t j = 0; j < G; ++j) {
+      sc[j] = std::uint8_t(rng() % 8);
+      zc[j] = std::uint8_t(j % 2 ? 7 : rng() % 8);  // the extreme code every other group
+      ps[j] = u(rng), pz[j] = u(rng), qs[j] = u(rng), qz[j] = u(rng), A[j] = 100.0f * u(rng);
+    }
+    const detail::RowStats r{sc.data(), zc.data(), ps.data(), pz.data(), qs.data(), qz.data(), A.data()};
+    std::vector<float> s_ref(G), s(G);
+    const float z_ref = detail::group_scales_reference(r, G, s_ref.data());
+    double mag = 0;
+    for (std::size_t j = 0; j < G; ++j)
+      mag += std::fabs(double(s_ref[j]) * qs[j] * (double(zc[j]) - qz[j]) * A[j]);
+    test::for_each_isa([&](isa i) {
+      INFO("G " << G);
+      const float z = detail::kernels_for(i).group_scales(r, G, s.data());
+      REQUIRE(s == s_ref);                                    // the same two roundings per scale
+      REQUIRE(std::fabs(double(z) - z_ref) <= 1e-5 * mag);  // the sum in another order
     });
   }
 }

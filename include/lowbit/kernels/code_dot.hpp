@@ -67,4 +67,38 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const 
   return xsimd::hadd(acc0 + acc1);
 }
 
+// A row's group scales and zero-point term from its 3-bit-style statistic
+// codes (SpQR's second level, format/spqr.hpp): for groups j < G,
+//   s[j] = ps[j] (sc[j] - pz[j]),  z_j = qs[j] (zc[j] - qz[j]),
+// returns sum_j s[j] z_j A[j] (A: the groups' activation sums).
+struct RowStats {
+  const std::uint8_t *sc, *zc;         // codes, one byte each
+  const float *ps, *pz, *qs, *qz, *A;  // second-level parameters of the row's block, group sums
+};
+
+inline float group_scales_reference(const RowStats& r, std::size_t G, float* s) {
+  float zero_term = 0;
+  for (std::size_t j = 0; j < G; ++j) {
+    s[j] = r.ps[j] * (float(r.sc[j]) - r.pz[j]);
+    zero_term += s[j] * (r.qs[j] * (float(r.zc[j]) - r.qz[j])) * r.A[j];
+  }
+  return zero_term;
+}
+
+template <class Tag>
+float group_scales(const RowStats& r, std::size_t G, float* s) noexcept {
+  using F = simd::f32<Tag>;
+  constexpr std::size_t L = F::size;
+  F acc(0.0f);
+  std::size_t j = 0;
+  for (; j + L <= G; j += L) {
+    const F sj = F::load_unaligned(r.ps + j) * (xsimd::to_float(simd::widen_u8<Tag>(r.sc + j)) - F::load_unaligned(r.pz + j));
+    const F zj = F::load_unaligned(r.qs + j) * (xsimd::to_float(simd::widen_u8<Tag>(r.zc + j)) - F::load_unaligned(r.qz + j));
+    sj.store_unaligned(s + j);
+    acc = xsimd::fma(sj * zj, F::load_unaligned(r.A + j), acc);
+  }
+  const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j};
+  return xsimd::hadd(acc) + group_scales_reference(tail, G - j, s + j);
+}
+
 }  // namespace lowbit::detail

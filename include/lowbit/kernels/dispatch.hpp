@@ -31,6 +31,7 @@ struct kernel_table {
   // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
+  float (*group_scales)(const RowStats&, std::size_t G, float* s) = nullptr;  // SpQR's row statistics (code_dot.hpp)
   void (*attend)(const AttendJob&) = nullptr;  // decode attention for the query heads of one kv head
   // One level of a VQ part (vq_kernel.hpp): output axis, input axis.
   void (*vq_axpy)(const VqLevel&, const float* xs, float* y, std::size_t a0, std::size_t a1) = nullptr;
@@ -61,6 +62,7 @@ kernel_table make_kernel_table() {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
     t.group16_dot = group16_dot_reference;
+    t.group_scales = group_scales_reference;
     t.attend = attend_reference;
     t.vq_axpy = vq_axpy_reference;
     t.vq_dot = vq_dot_reference;
@@ -84,6 +86,7 @@ kernel_table make_kernel_table() {
     t.vq_axpy = vq_level<Tag, true>;
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;
+    t.group_scales = group_scales<Tag>;
     t.bit_plane_gemv = [](const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y, std::size_t t0,
                           std::size_t t1) {
       switch (w.bits) {

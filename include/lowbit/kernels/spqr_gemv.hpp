@@ -35,14 +35,17 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   const std::vector<float>& A = a.group_sum;
   const std::size_t nstat = w.rows * G;
   parallel_for(w.rows, 16, detail::threads_for(w.rows, K, opt.threads), [&](std::size_t r0, std::size_t r1) {
-    std::vector<std::uint8_t> sc(G), zc(G);
-    // Second-level parameters of the current row block, one array per kind
-    // (scale's s and z, zero's s and z) so that the per-row loop vectorizes.
+    // Per block of stat_group rows: the second-level parameters (one array
+    // per kind: scale's s and z, zero's s and z) and the rows' statistic
+    // codes, unpacked once for the block.
+    const std::size_t B = w.stat_group;
+    std::vector<std::uint8_t> sc(B * G), zc(B * G);
     std::vector<float> ps(G), pz(G), qs(G), qz(G), s(G);
-    std::size_t block = std::size_t(-1);
+    std::size_t block = std::size_t(-1), first = 0;
     for (std::size_t r = r0; r < r1; ++r) {
-      if (r / w.stat_group != block) {
-        block = r / w.stat_group;
+      if (r / B != block) {
+        block = r / B;
+        first = r;
         const std::uint16_t* par = w.stat_params.data() + block * G * 4;
         for (std::size_t j = 0; j < G; ++j) {
           ps[j] = fp16::from_bits(par[4 * j]).to_float();
@@ -50,14 +53,13 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
           qs[j] = fp16::from_bits(par[4 * j + 2]).to_float();
           qz[j] = fp16::from_bits(par[4 * j + 3]).to_float();
         }
+        const std::size_t n = (std::min(r1, (block + 1) * B) - r) * G;
+        bitpack::unpack_range(w.scale_codes.data(), nstat, w.stat_bits, r * G, n, sc.data());
+        bitpack::unpack_range(w.zero_codes.data(), nstat, w.stat_bits, r * G, n, zc.data());
       }
-      bitpack::unpack_range(w.scale_codes.data(), nstat, w.stat_bits, r * G, G, sc.data());
-      bitpack::unpack_range(w.zero_codes.data(), nstat, w.stat_bits, r * G, G, zc.data());
-      float zero_term = 0;
-      for (std::size_t j = 0; j < G; ++j) {
-        s[j] = ps[j] * (float(sc[j]) - pz[j]);
-        zero_term += s[j] * (qs[j] * (float(zc[j]) - qz[j])) * A[j];
-      }
+      const std::size_t i = (r - first) * G;
+      const float zero_term =
+          k.group_scales({&sc[i], &zc[i], ps.data(), pz.data(), qs.data(), qz.data(), A.data()}, G, s.data());
       const float dense = fast ? k.group16_dot(w.row_codes(r), K, w.bits, a.x.data(), s.data())
                                : detail::group_scaled_dot_reference(w.row_codes(r), K, w.bits, xp.data(), s.data(), g);
       y[r] = dense - zero_term;
