@@ -87,14 +87,14 @@ void BM_gemv_fp32_eigen(benchmark::State& st) {
   bench::set_bandwidth(st, double(M) * double(K) * 4);
 }
 
-void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
-  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
-  const GroupQuantMatrix& q = quantized(M, K, bits);
-  // DRAM-resident: copies totalling >= 4x the LLC, used in turn.
-  std::vector<GroupQuantMatrix> copies;
+// gemv on q with activations `act`; DRAM-resident: on copies of q totalling
+// >= 4x the LLC, used in turn. Counters: q's bytes and bits per weight.
+template <class Q>
+void time_gemv(benchmark::State& st, const Q& q, Activations act = Activations::fp32, bool dram = false) {
+  std::vector<Q> copies;
   if (dram) copies.assign(4 * bench::llc_bytes() / q.bytes() + 2, q);
-  const std::vector<float> x = bench::activations(K);
-  std::vector<float> y(M);
+  const std::vector<float> x = bench::activations(q.cols);
+  std::vector<float> y(q.rows);
   const RunOptions ro{act, bench::threads()};
   std::size_t i = 0;
   for (auto _ : st) {
@@ -102,23 +102,13 @@ void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["weight_bytes"] = double(q.bytes());
+  st.counters["bpw"] = q.bits_per_weight();
   if (dram) st.counters["copies"] = double(copies.size());
   bench::set_bandwidth(st, double(q.bytes()));
 }
 
-// gemv on a format with fp32 activations; its size counters.
-template <class Q>
-void time_gemv(benchmark::State& st, const Q& q) {
-  const std::vector<float> x = bench::activations(q.cols);
-  std::vector<float> y(q.rows);
-  const RunOptions ro{Activations::fp32, bench::threads()};
-  for (auto _ : st) {
-    gemv(q, x, y, ro);
-    benchmark::DoNotOptimize(y.data());
-  }
-  st.counters["weight_bytes"] = double(q.bytes());
-  st.counters["bpw"] = q.bits_per_weight();
-  bench::set_bandwidth(st, double(q.bytes()));
+void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
+  time_gemv(st, quantized(std::size_t(st.range(0)), std::size_t(st.range(1)), bits), act, dram);
 }
 
 // SpQR with ~1% outliers: weights with rare large entries, tau chosen to
@@ -185,23 +175,10 @@ void BM_gemv_int2_g128_q8(benchmark::State& st) { run_gemv(st, 2, Activations::i
 
 // The same RTN matrices in bit planes (format/bit_plane.hpp), T-MAC's int8
 // tables (kernels/lut_gemv.hpp); the table build is inside the timing.
-// DRAM-resident as run_gemv; GBps counts the bit-plane bytes read.
+// GBps counts the bit-plane bytes read.
 void run_lut(benchmark::State& st, int bits, bool dram) {
-  const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
-  const BitPlaneMatrix p = to_bit_planes(quantized(M, K, bits));
-  std::vector<BitPlaneMatrix> copies;
-  if (dram) copies.assign(4 * bench::llc_bytes() / p.bytes() + 2, p);
-  const std::vector<float> x = bench::activations(K);
-  std::vector<float> y(M);
-  const RunOptions ro{Activations::int8, bench::threads()};
-  std::size_t i = 0;
-  for (auto _ : st) {
-    gemv(dram ? copies[i++ % copies.size()] : p, x, y, ro);
-    benchmark::DoNotOptimize(y.data());
-  }
-  st.counters["weight_bytes"] = double(p.bytes());
-  if (dram) st.counters["copies"] = double(copies.size());
-  bench::set_bandwidth(st, double(p.bytes()));
+  const BitPlaneMatrix p = to_bit_planes(quantized(std::size_t(st.range(0)), std::size_t(st.range(1)), bits));
+  time_gemv(st, p, Activations::int8, dram);
 }
 void BM_gemv_int2_g128_lut(benchmark::State& st) { run_lut(st, 2, false); }
 void BM_gemv_int3_g128_lut(benchmark::State& st) { run_lut(st, 3, false); }

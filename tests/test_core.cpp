@@ -51,6 +51,7 @@ TEST_CASE("fp16: all 65536 encodings round-trip through float", "[core][types]")
     const float f = h.to_float();
     const bool nan = (b & 0x7C00) == 0x7C00 && (b & 0x3FF);
     REQUIRE(std::isnan(f) == nan);
+    REQUIRE(h.is_finite() == std::isfinite(f));
     REQUIRE(fp16::from_float(f).bits == b);
   }
 }

@@ -355,6 +355,7 @@ TEST_CASE("bit planes: the layout holds every code, padding is zero", "[bitplane
       const BitPlaneMatrix bp = to_bit_planes(q);
       REQUIRE_NOTHROW(bp.validate());
       REQUIRE(bp.planes.size() == (M + 31) / 32 * ((K + 3) / 4) * std::size_t((bits + 1) / 2) * 32);
+      REQUIRE(bp.bits_per_weight() == 8.0 * double(bp.bytes()) / double(M * K));
       for (std::size_t r = 0; r < bp.tiles() * 32; ++r)
         for (std::size_t k = 0; k < 4 * bp.quads(); ++k) {
           INFO("r " << r << " k " << k);

@@ -87,6 +87,9 @@ struct fp16 {
     return fp16{std::uint16_t(sign | r)};
   }
 
+  // Neither Inf nor NaN: the exponent is not all ones (no conversion needed).
+  bool is_finite() const noexcept { return (bits & 0x7C00u) != 0x7C00u; }
+
   float to_float() const noexcept {
     const std::uint32_t sign = std::uint32_t(bits & 0x8000u) << 16;
     const std::uint32_t e = (bits >> 10) & 0x1Fu;

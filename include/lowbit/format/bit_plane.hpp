@@ -49,16 +49,28 @@ struct BitPlaneMatrix {
   std::size_t quads() const noexcept { return (cols + 3) / 4; }
   std::size_t pairs() const noexcept { return std::size_t(bits + 1) / 2; }
   std::size_t groups_per_row() const noexcept { return group ? (cols + group - 1) / group : 0; }
-  // The (pair p, quad t) block of a tile.
+  // The (pair p, quad t) block of a tile: its offset in planes, and its bytes.
+  std::size_t block_offset(std::size_t tile, std::size_t t, std::size_t p) const noexcept {
+    return ((tile * quads() + t) * pairs() + p) * block_bytes;
+  }
   const std::uint8_t* block(std::size_t tile, std::size_t t, std::size_t p) const noexcept {
-    return planes.data() + ((tile * quads() + t) * pairs() + p) * block_bytes;
+    return planes.data() + block_offset(tile, t, p);
+  }
+  // Where plane i of row r, quad t lives (the table above): the byte's index
+  // in planes, and the nibble's shift in it.
+  std::size_t slot(std::size_t r, std::size_t t, int i) const noexcept {
+    const std::size_t a = r % tile_rows;
+    return block_offset(r / tile_rows, t, std::size_t(i / 2)) + 16 * (a / 16) + 2 * (a % 8) + std::size_t(i % 2);
+  }
+  static unsigned nibble_shift(std::size_t r) noexcept { return r % 16 < 8 ? 0 : 4; }
+  // Index of the scale and offset of row r, group j.
+  std::size_t stat_index(std::size_t r, std::size_t j) const noexcept {
+    return (r / tile_rows * groups_per_row() + j) * tile_rows + r % tile_rows;
   }
 
   // The 4-bit pattern of plane i, row r, quad t.
   unsigned pattern(std::size_t r, std::size_t t, int i) const noexcept {
-    const std::size_t a = r % tile_rows, c = a / 16, m = a % 8;
-    const std::uint8_t byte = block(r / tile_rows, t, std::size_t(i / 2))[16 * c + 2 * m + std::size_t(i % 2)];
-    return a % 16 < 8 ? byte & 15u : byte >> 4;
+    return (planes[slot(r, t, i)] >> nibble_shift(r)) & 15u;
   }
   int code(std::size_t r, std::size_t k) const noexcept {
     int q = 0;
@@ -67,6 +79,10 @@ struct BitPlaneMatrix {
   }
 
   std::size_t bytes() const noexcept { return planes.size() + sizeof(float) * (scale.size() + offset.size()); }
+  // Of this runtime layout (padding included), not of the stored format.
+  double bits_per_weight() const noexcept {
+    return rows != 0 && cols != 0 ? 8.0 * double(bytes()) / double(rows * cols) : 0.0;
+  }
 
   void validate() const {
     const char* where = "BitPlaneMatrix";
@@ -90,27 +106,24 @@ inline BitPlaneMatrix to_bit_planes(const GroupQuantMatrix& w) {
   p.cols = w.cols;
   p.group = w.group;
   p.bits = w.bits;
-  const std::size_t T = p.tiles(), Q = p.quads(), P = p.pairs(), G = p.groups_per_row(), R = p.tile_rows;
-  p.planes.assign(T * Q * P * p.block_bytes, 0);
-  p.scale.assign(T * G * R, 0.0f);
-  p.offset.assign(T * G * R, 0.0f);
+  const std::size_t Q = p.quads(), G = p.groups_per_row(), n = p.tiles() * G * p.tile_rows;
+  p.planes.assign(p.tiles() * Q * p.pairs() * p.block_bytes, 0);
+  p.scale.assign(n, 0.0f);
+  p.offset.assign(n, 0.0f);
   const float half_range = float((1 << w.bits) - 1) / 2;
   std::vector<std::uint8_t> codes(4 * Q, 0);
   for (std::size_t r = 0; r < w.rows; ++r) {
     bitpack::unpack(w.row_codes(r), w.cols, w.bits, codes.data());
-    const std::size_t tile = r / R, a = r % R, c = a / 16, m = a % 8;
-    const unsigned shift = a % 16 < 8 ? 0 : 4;
     for (std::size_t t = 0; t < Q; ++t)
       for (int i = 0; i < w.bits; ++i) {
         unsigned pat = 0;
         for (unsigned j = 0; j < 4; ++j) pat |= unsigned((codes[4 * t + j] >> i) & 1) << j;
-        std::uint8_t* blk = p.planes.data() + ((tile * Q + t) * P + std::size_t(i / 2)) * p.block_bytes;
-        blk[16 * c + 2 * m + std::size_t(i % 2)] |= std::uint8_t(pat << shift);
+        p.planes[p.slot(r, t, i)] |= std::uint8_t(pat << p.nibble_shift(r));
       }
     for (std::size_t j = 0; j < G; ++j) {
       const float s = w.scale(r, j);
-      p.scale[(tile * G + j) * R + a] = s;
-      p.offset[(tile * G + j) * R + a] = s * (half_range - float(w.zero(r, j)));
+      p.scale[p.stat_index(r, j)] = s;
+      p.offset[p.stat_index(r, j)] = s * (half_range - float(w.zero(r, j)));
     }
   }
   return p;

@@ -102,8 +102,8 @@ struct SpqrMatrix {
                  bitpack::row_bytes(rows * G, stat_bits));
     LOWBIT_CHECK(stat_params.size() == row_blocks() * G * 4, where, "stat_params has ", stat_params.size(),
                  " values, expected ", row_blocks() * G * 4);
-    const auto finite = [](std::uint16_t h) { return (h & 0x7C00u) != 0x7C00u; };  // exponent not all ones
-    for (std::uint16_t h : stat_params) LOWBIT_CHECK(finite(h), where, "a statistic parameter is not finite");
+    for (std::uint16_t h : stat_params)
+      LOWBIT_CHECK(fp16::from_bits(h).is_finite(), where, "a statistic parameter is not finite");
     detail::check_permutation(perm, cols, where);
     LOWBIT_CHECK(row_ptr.size() == rows + 1 && row_ptr.front() == 0, where, "row_ptr must have M + 1 = ", rows + 1,
                  " entries starting at 0");
@@ -116,7 +116,7 @@ struct SpqrMatrix {
       for (std::size_t i = row_ptr[r]; i < row_ptr[r + 1]; ++i) {
         LOWBIT_CHECK(outlier_col[i] < cols && (i == row_ptr[r] || outlier_col[i - 1] < outlier_col[i]), where,
                      "outlier column ", outlier_col[i], " of row ", r, " is out of range or not ascending");
-        LOWBIT_CHECK(finite(outlier_val[i]), where, "outlier value of row ", r, " is not finite");
+        LOWBIT_CHECK(fp16::from_bits(outlier_val[i]).is_finite(), where, "outlier value of row ", r, " is not finite");
       }
     }
   }

@@ -157,7 +157,7 @@ struct VqMatrix {
         LOWBIT_CHECK(c.indices.size() == detail::vq_index_bytes(nv, bits), where, "indices have ", c.indices.size(),
                      " bytes, expected ", detail::vq_index_bytes(nv, bits));
         for (std::size_t i = 0; values && i < c.centroids.size(); ++i)
-          LOWBIT_CHECK(std::isfinite(fp16::from_bits(c.centroids[i]).to_float()), where, "centroid value ", i,
+          LOWBIT_CHECK(fp16::from_bits(c.centroids[i]).is_finite(), where, "centroid value ", i,
                        " is not finite");
       }
     };
@@ -166,8 +166,7 @@ struct VqMatrix {
     LOWBIT_CHECK(scale.size() == bias.size() && (scale.empty() || scale.size() == cols), where, "scale/bias have ",
                  scale.size(), "/", bias.size(), " entries, expected 0 or K = ", cols);
     for (std::size_t k = 0; k < scale.size(); ++k)
-      LOWBIT_CHECK(std::isfinite(fp16::from_bits(scale[k]).to_float()) &&
-                       std::isfinite(fp16::from_bits(bias[k]).to_float()),
+      LOWBIT_CHECK(fp16::from_bits(scale[k]).is_finite() && fp16::from_bits(bias[k]).is_finite(),
                    where, "normalization of column ", k, " is not finite");
     detail::check_permutation(perm, cols, where);
   }

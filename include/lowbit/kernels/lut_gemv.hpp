@@ -184,11 +184,10 @@ inline void bit_plane_gemv_reference(const BitPlaneMatrix& w, const BitPlaneTabl
                                      std::size_t tile0, std::size_t tile1) {
   const std::size_t Q = w.quads(), G = w.groups_per_row(), gq = w.group / 4, R = w.tile_rows;
   for (std::size_t r = tile0 * R; r < std::min(w.rows, tile1 * R); ++r) {
-    const std::size_t base = (r / R) * G * R + r % R;
     float out = 0;
     for (std::size_t j = 0; j < G; ++j) {
-      out = std::fma(tb.group_sum[j], w.offset[base + j * R], out);
-      const float s = w.scale[base + j * R];
+      out = std::fma(tb.group_sum[j], w.offset[w.stat_index(r, j)], out);
+      const float s = w.scale[w.stat_index(r, j)];
       for (std::size_t t0 = j * gq; t0 < std::min(Q, (j + 1) * gq); t0 += tb.segment) {
         std::int64_t ai = 0;
         float af = 0;
