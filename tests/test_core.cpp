@@ -1,6 +1,7 @@
 // core/: error, types (bf16, fp16), view, bitpack, parallel.
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <limits>
 #include <set>
 
@@ -137,6 +138,39 @@ TEST_CASE("bitpack: layout matches the documented table", "[core][bitpack]") {
     const std::uint8_t want = i == 32 + 1 ? std::uint8_t(2 << 2) : i == 96 + 1 ? std::uint8_t(1 << 5) : 0;
     REQUIRE(int(p3[i]) == int(want));
   }
+}
+
+TEST_CASE("packed_ints: round trip, bit order, widths 0..32 and bad values", "[core][bitpack]") {
+  std::mt19937_64 rng(11);
+  for (int w = 0; w <= packed_ints::max_width; ++w)
+    for (std::size_t n : {0u, 1u, 2u, 7u, 8u, 9u, 63u, 65u, 1001u}) {
+      INFO("width " << w << " n " << n);
+      std::vector<std::uint32_t> v(n);
+      for (auto& x : v) x = w == 0 ? 0u : std::uint32_t(rng() >> (64 - w));
+      if (n > 0 && w > 0) v[n - 1] = std::uint32_t((std::uint64_t(1) << w) - 1);  // widest value, in the last byte
+      const std::vector<std::uint8_t> p = packed_ints::pack(v.data(), n, w);
+      REQUIRE(p.size() == (n * std::size_t(w) + 7) / 8);
+      // An exactly sized copy: get() must not read past it (ASan).
+      const std::unique_ptr<std::uint8_t[]> exact(new std::uint8_t[p.size()]);
+      std::copy(p.begin(), p.end(), exact.get());
+      std::vector<std::uint32_t> back(n, 0xDEADBEEF);
+      packed_ints::unpack(exact.get(), w, n, back.data());
+      REQUIRE(back == v);
+      // Bit i w + k of the stream, LSB first, is bit k of entry i; the rest is zero.
+      for (std::size_t bit = 0; bit < 8 * p.size(); ++bit) {
+        const bool set = (p[bit / 8] >> (bit % 8)) & 1;
+        const bool want = w > 0 && bit < n * std::size_t(w) && ((v[bit / std::size_t(w)] >> (bit % std::size_t(w))) & 1);
+        REQUIRE(set == want);
+      }
+    }
+  REQUIRE(packed_ints::width_for(0) == 0);
+  REQUIRE(packed_ints::width_for(1) == 1);
+  REQUIRE(packed_ints::width_for(63) == 6);
+  REQUIRE(packed_ints::width_for(64) == 7);
+  REQUIRE(packed_ints::width_for(65536) == 17);
+  const std::uint32_t too_wide[] = {3, 8};
+  REQUIRE_THROWS_AS(packed_ints::pack(too_wide, 2, 3), lowbit::error);
+  REQUIRE_THROWS_AS(packed_ints::pack(too_wide, 2, 33), lowbit::error);
 }
 
 TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitpack]") {

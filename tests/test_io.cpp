@@ -368,7 +368,7 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
   CHECK_THAT(message(huge), Contains("exceeds the file"));
   // One header edit per rule, and the error it must give.
   check_rules(saved, {
-      {"\"lowbit.version\":\"1\"", "\"lowbit.version\":\"2\"", "format version"},
+      {"\"lowbit.version\":\"2\"", "\"lowbit.version\":\"1\"", "format version"},
       {"group_quant ", "vector_quant ", "unknown format kind"},
       {"bits=4", "bits=4 colour=blue", "unknown parameter"},
       {"bits=4", "bits=04", "not an integer"},
@@ -385,7 +385,7 @@ TEST_CASE("io: each rule of the file layout has its error", "[io]") {
       {"\"w.codes\":", "\"w.codes\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]},\"w.codes\":",
        "duplicate tensor"},
       {"{", "{\"__metadata__\":{},", "duplicate key"},
-      {"\"lowbit.version\":\"1\"", "\"lowbit.version\":1", "not a string"},
+      {"\"lowbit.version\":\"2\"", "\"lowbit.version\":2", "not a string"},
       {"\"lowbit.version\"", "\"lowbit.\xC0\xAF\"", "invalid UTF-8"},
       {"\"lowbit.version\"", "\"lowbit.\\ud800\"", "surrogate"},
       {"\"lowbit.version\"", "\"lowbit.\tx\"", "control character"},

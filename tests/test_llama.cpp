@@ -121,22 +121,29 @@ TEST_CASE("llama: AWQ and GPTQ int4 g32 beat RTN int4 g32, GPTQ int2 beats RTN i
   CHECK(gptq2 < rtn2);
 }
 
-TEST_CASE("llama: SpQR (4-bit weights, beta 16, 3-bit statistics) beats GPTQ int4 g32", "[real][llama][spqr]") {
+TEST_CASE("llama: SpQR at no more bits per weight than GPTQ int4 g32 beats it", "[real][llama][spqr]") {
   Setup* s = setup();
   if (!s) return;
+  // 4-bit weights in groups of beta1 = 32 with 4-bit statistics (beta2 =
+  // 16), outliers at tau 0.2, act-order: every overhead counted (packed
+  // permutation and outlier counts, 32 bits per outlier). The paper's
+  // beta1 = 16 with 3-bit statistics spends 0.625 bits per weight on
+  // statistics, as much as GPTQ int4 g32's fp16 scale and 4-bit zero per 32
+  // weights, leaving nothing for outliers and the permutation (measured
+  // 2.7824 at 4.79 payload bits).
   Method sq = method(Method::Kind::spqr, 4);
-  sq.spqr.bits = 4;  // beta1 = beta2 = 16, 3-bit statistics, tau 0.2: the paper's other defaults
+  sq.spqr.bits = 4;
+  sq.spqr.group = 32;
+  sq.spqr.stat_bits = 4;
   double sq_bpw = 0, sq_pay = 0, g_bpw = 0, g_pay = 0;
   const double spqr = perplexity(*s, sq, {}, false, &sq_bpw, &sq_pay);
   const double gptq = perplexity(*s, method(Method::Kind::gptq, 4), {}, false, &g_bpw, &g_pay);
-  WARN("SpQR w4: " << spqr << " at " << sq_pay << " bits/weight (payload; " << sq_bpw << " stored), GPTQ int4 g32: "
-                   << gptq << " at " << g_pay << " (" << g_bpw << ")");
-  // Perplexity: SpQR is better. Bits: on this model's 64-wide rows SpQR's
-  // per-row costs (32-bit CSR row pointers: 0.5 bits/weight at K = 64) and
-  // 3-bit statistics of 16-wide groups put it above GPTQ int4 g32; the 3-bit
-  // SpQR that would fit is far worse (measured 3.10 vs 2.79 on 100 stories).
-  // The issue's "no more bits than GPTQ int4 g32" is missed here: see the
-  // README's end-to-end section.
+  WARN("SpQR w4 b32 s4: " << spqr << " at " << sq_pay << " bits/weight (payload; " << sq_bpw
+                          << " stored), GPTQ int4 g32: " << gptq << " at " << g_pay << " (" << g_bpw << ")");
+  // Measured on these 100 stories: 2.7766 at 4.5605 (4.6735 stored) vs
+  // 2.7968 at 4.6497 (4.7627).
+  CHECK(sq_pay <= g_pay);
+  CHECK(sq_bpw <= g_bpw);
   CHECK(spqr < gptq);
 }
 

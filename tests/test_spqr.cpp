@@ -41,32 +41,45 @@ TEST_CASE("spqr: beats GPTQ int4 g128 at ~3.6-4 bits, outliers help", "[spqr]") 
   REQUIRE(q.bits_per_weight() < 4.0);
   REQUIRE(q0.outliers() == 0);
   REQUIRE(st.outliers > 0);
-  // Measured: spqr 3.93 bpw, error 0.45x GPTQ int4 g128 act-order (4.16
-  // bpw); outliers take the error from 13.6 to 5.6 (0.41x).
+  // Measured: spqr 3.79 bpw (3.93 with 32-bit row pointers and permutation),
+  // error 0.45x GPTQ int4 g128 act-order (4.16 bpw); outliers take the error
+  // from 13.6 to 5.6 (0.41x).
   REQUIRE(e < 0.6 * eg);
   REQUIRE(e < 0.6 * e0);
 }
 
 TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
   // K = 200: ragged last group (12 * 16 + 8), the reference path; K = 256:
-  // the SIMD kernel (kernels/code_dot.hpp) on every ISA. M = 37: ragged row block.
+  // the SIMD kernel (kernels/code_dot.hpp) on every ISA, beta1 = 16 and 32
+  // (each scale used for two 16-code subgroups). M = 37: ragged row block.
   for (const std::size_t K : {std::size_t(200), std::size_t(256)})
   for (const int bits : {2, 3, 4})
+  for (const std::size_t group : {std::size_t(16), std::size_t(32)})
   for (bool act : {false, true}) {
-    if (K == 200 && bits != 3) continue;
-    INFO("K " << K << " bits " << bits << " act_order " << act);
+    if (K == 200 && (bits != 3 || group != 16)) continue;
+    if (group == 32 && bits != 4) continue;
+    INFO("K " << K << " bits " << bits << " group " << group << " act_order " << act);
     const std::size_t M = 37;
     const Matrix W = weights_with_outliers(M, K, 3);
     const Eigen::MatrixXd H = test::neighbour_hessian(K, 4, 512);
     spqr::Options o;
     o.act_order = act;
     o.bits = bits;
+    o.group = group;
     const SpqrMatrix q = spqr::quantize(W, H, o);
     REQUIRE_NOTHROW(q.validate());
+    // Permutation: K entries of ceil(log2 K) = 8 bits; outlier counts: M
+    // entries of the widest count's bits.
     REQUIRE(q.perm.size() == (act ? K : 0));
-    const std::size_t G = (K + 15) / 16;
+    REQUIRE(q.outliers() > 0);
+    std::size_t widest = 0;
+    for (std::size_t r = 0; r < M; ++r) widest = std::max(widest, q.row_count(r));
+    REQUIRE(q.count_bits == packed_ints::width_for(widest));
+    REQUIRE(q.row_starts().back() == q.outliers());
+    const std::size_t G = (K + group - 1) / group;
     const std::size_t expect = M * bitpack::row_bytes(K, bits) + 2 * bitpack::row_bytes(M * G, 3) +
-                               2 * 4 * ((M + 15) / 16) * G + 4 * q.perm.size() + 4 * (M + 1) + 4 * q.outliers();
+                               2 * 4 * ((M + 15) / 16) * G + q.perm.size() + (M * std::size_t(q.count_bits) + 7) / 8 +
+                               4 * q.outliers();
     REQUIRE(q.bytes() == expect);
     REQUIRE(q.bits_per_weight() == Approx(8.0 * double(expect) / double(M * K)));
     // gemv = dequantize() then a double-precision reference product.
@@ -127,12 +140,48 @@ TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
     REQUIRE_THROWS_AS(b.validate(), lowbit::error);
     REQUIRE_THROWS_AS(gemv(b, x, y), lowbit::error);
   };
-  broken([](SpqrMatrix& b) { b.perm[3] = b.perm[4]; });
+  // Packed permutation and counts, edited through their unpacked values.
+  const auto repack = [](std::vector<std::uint32_t> v, int width) { return packed_ints::pack(v.data(), v.size(), width); };
+  auto counts = [](const SpqrMatrix& b) {
+    std::vector<std::uint32_t> c(b.rows);
+    for (std::size_t r = 0; r < b.rows; ++r) c[r] = std::uint32_t(b.row_count(r));
+    return c;
+  };
+  broken([&](SpqrMatrix& b) {
+    auto p = b.permutation();
+    p[3] = p[4];
+    b.perm = repack(p, b.perm_bits());
+  });
   broken([](SpqrMatrix& b) { b.perm.pop_back(); });
-  broken([](SpqrMatrix& b) { b.row_ptr.back() += 1; });
-  // A middle row pointer past the end, the next one back in range (found by
-  // fuzz_io: validate read past the outlier arrays before seeing the drop).
-  broken([](SpqrMatrix& b) { b.row_ptr[1] = b.row_ptr.back() + 5; });
+  broken([&](SpqrMatrix& b) {
+    auto p = b.permutation();
+    b.perm = repack(p, b.perm_bits() + 1);  // entries of the wrong width
+  });
+  broken([&](SpqrMatrix& b) {  // one outlier more than stored
+    auto c = counts(b);
+    c.back() += 1;
+    b.count_bits = 8;
+    b.row_counts = repack(c, 8);
+  });
+  broken([&](SpqrMatrix& b) {  // one fewer
+    auto c = counts(b);
+    for (auto& n : c)
+      if (n > 0) {
+        --n;
+        break;
+      }
+    b.row_counts = repack(c, b.count_bits);
+  });
+  // A first row claiming more outliers than there are, the rest as before
+  // (validate must not read past the outlier arrays).
+  broken([&](SpqrMatrix& b) {
+    auto c = counts(b);
+    c[0] = std::uint32_t(b.outliers() + 5);
+    b.count_bits = 16;
+    b.row_counts = repack(c, 16);
+  });
+  broken([](SpqrMatrix& b) { b.row_counts.push_back(0); });
+  broken([](SpqrMatrix& b) { b.count_bits = SpqrMatrix::max_count_bits + 1; });
   broken([](SpqrMatrix& b) { b.outlier_col[0] = 64; });
   broken([](SpqrMatrix& b) { b.outlier_val[0] = 0x7C00; });  // +inf
   broken([](SpqrMatrix& b) { b.stat_params[2] = 0x7E00; });  // NaN

@@ -92,7 +92,9 @@ std::vector<Row> all_rows(std::size_t g) {
   };
   Method spqr3 = m(K::spqr, 3), spqr4 = m(K::spqr, 4);
   spqr3.spqr.bits = 3;  // the paper's defaults: 3-bit weights, beta1 = beta2 = 16, 3-bit statistics, tau 0.2
-  spqr4.spqr.bits = 4;
+  spqr4.spqr.bits = 4;  // at GPTQ int4 g32's budget: beta1 = 32, 4-bit statistics (beta2 = 16, tau 0.2)
+  spqr4.spqr.group = 32;
+  spqr4.spqr.stat_bits = 4;
   std::vector<Row> rows = {
       {"fp32", m(K::fp32, 32), {}},         {"bf16", m(K::bf16, 16), {}},     {"dfloat11", m(K::dfloat11, 16), {}},
       {"rtn4", m(K::rtn, 4), {}},           {"awq4", m(K::awq, 4), {}},       {"gptq4", m(K::gptq, 4), {}},

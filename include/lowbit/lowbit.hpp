@@ -6,6 +6,7 @@
 #include "codec/huffman.hpp"
 #include "core/bitpack.hpp"
 #include "core/error.hpp"
+#include "core/packed_ints.hpp"
 #include "core/parallel.hpp"
 #include "core/progress.hpp"
 #include "core/types.hpp"

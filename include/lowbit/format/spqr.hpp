@@ -10,14 +10,18 @@
 //                                                   in permuted order); last group ragged
 //   stat_bits    1..8                               width of the quantized statistics
 //   stat_group   beta2                              rows sharing second-level statistics
-//   perm         uint32[K] or empty                 position p holds input column perm[p]
+//   perm         packed_ints[K] of perm_bits(), or  position p holds input column perm[p];
+//                empty                              perm_bits() = width_for(K - 1)
 //   codes        M rows x row_bytes(K, bits)        weight codes by position (core/bitpack.hpp)
 //   scale_codes  row_bytes(M*G, stat_bits)          code of scale (r, j) at index r*G + j
 //   zero_codes   row_bytes(M*G, stat_bits)          code of zero (r, j), same index
 //   stat_params  fp16[ceil(M/beta2) * G * 4]        per (row block, group): scale's (s, z),
 //                                                   zero's (s, z): index ((r/beta2)*G + j)*4
-//   row_ptr      uint32[M+1]                        CSR over outliers
+//   count_bits   0..17                              width of a row's outlier count
+//   row_counts   packed_ints[M] of count_bits       outliers of row r; row r's outliers are
+//                                                   entries row_starts()[r] .. [r + 1] (CSR)
 //   outlier_col  uint16[nnz]                        input column (original order), ascending
+//                                                   within a row
 //   outlier_val  fp16[nnz]                          added on top of the dense weight
 //
 // With G = ceil(K / beta1) groups per row and a stat code c with its
@@ -30,7 +34,12 @@
 // bits_per_weight() = 8 bytes() / (M K), every stored byte counted: weights
 // b; first-level statistics 2 stat_bits / beta1; second-level 64 /
 // (beta1 beta2); outliers 32 bits each (value + column, the paper's
-// accounting) plus 32 per row of row pointers; permutation 32 / M.
+// accounting) plus count_bits / K for the outliers per row; permutation
+// ceil(log2 K) / M. The paper stores 32-bit row pointers and leaves the
+// permutation uncounted; lowbit packs both (core/packed_ints.hpp) because on
+// narrow matrices they are not small: at M = K = 64, 32-bit row pointers and
+// indices would add 1 bit per weight, packed they add about 0.1. Row
+// pointers are rebuilt per call in O(M) (row_starts()).
 #pragma once
 
 #include <cstdint>
@@ -39,6 +48,7 @@
 #include "../core/bitpack.hpp"
 #include "../core/buffer.hpp"
 #include "../core/error.hpp"
+#include "../core/packed_ints.hpp"
 #include "../core/permutation.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
@@ -51,11 +61,15 @@ struct SpqrMatrix {
   std::size_t group = 16;
   int stat_bits = 3;
   std::size_t stat_group = 16;
-  Buffer<std::uint32_t> perm;
+  int count_bits = 0;
+  Buffer<std::uint8_t> perm;
   Buffer<std::uint8_t> codes, scale_codes, zero_codes;
   Buffer<std::uint16_t> stat_params;
-  Buffer<std::uint32_t> row_ptr;
+  Buffer<std::uint8_t> row_counts;
   Buffer<std::uint16_t> outlier_col, outlier_val;
+
+  // Widest outlier count: a row of K <= 65536 outliers.
+  static constexpr int max_count_bits = packed_ints::width_for(65536);
 
   std::size_t groups_per_row() const noexcept { return group ? (cols + group - 1) / group : 0; }
   std::size_t row_blocks() const noexcept { return stat_group ? (rows + stat_group - 1) / stat_group : 0; }
@@ -72,11 +86,27 @@ struct SpqrMatrix {
   }
   float scale(std::size_t r, std::size_t j) const noexcept { return stat(r, j, 0); }
   float zero(std::size_t r, std::size_t j) const noexcept { return stat(r, j, 1); }
-  std::size_t column(std::size_t p) const noexcept { return perm.empty() ? p : perm[p]; }
+  int perm_bits() const noexcept { return packed_ints::width_for(cols > 0 ? cols - 1 : 0); }
+  std::size_t column(std::size_t p) const noexcept {
+    return perm.empty() ? p : packed_ints::get(perm.data(), perm_bits(), p);
+  }
+  // The permutation unpacked (K entries), or empty for the identity.
+  std::vector<std::uint32_t> permutation() const {
+    std::vector<std::uint32_t> p(perm.empty() ? 0 : cols);
+    packed_ints::unpack(perm.data(), perm_bits(), p.size(), p.data());
+    return p;
+  }
+  std::size_t row_count(std::size_t r) const noexcept { return packed_ints::get(row_counts.data(), count_bits, r); }
+  // CSR row pointers (M + 1 entries, prefix sums of the counts).
+  std::vector<std::uint32_t> row_starts() const {
+    std::vector<std::uint32_t> s(rows + 1, 0);
+    for (std::size_t r = 0; r < rows; ++r) s[r + 1] = s[r] + std::uint32_t(row_count(r));
+    return s;
+  }
 
   std::size_t bytes() const noexcept {
-    return codes.size() + scale_codes.size() + zero_codes.size() + 2 * stat_params.size() + 4 * perm.size() +
-           4 * row_ptr.size() + 2 * outlier_col.size() + 2 * outlier_val.size();
+    return codes.size() + scale_codes.size() + zero_codes.size() + 2 * stat_params.size() + perm.size() +
+           row_counts.size() + 2 * outlier_col.size() + 2 * outlier_val.size();
   }
   double bits_per_weight() const noexcept {
     return rows != 0 && cols != 0 ? 8.0 * double(bytes()) / (double(rows) * double(cols)) : 0.0;
@@ -104,28 +134,37 @@ struct SpqrMatrix {
                  " values, expected ", row_blocks() * G * 4);
     for (std::uint16_t h : stat_params)
       LOWBIT_CHECK(fp16::from_bits(h).is_finite(), where, "a statistic parameter is not finite");
-    detail::check_permutation(perm, cols, where);
-    LOWBIT_CHECK(row_ptr.size() == rows + 1 && row_ptr.front() == 0, where, "row_ptr must have M + 1 = ", rows + 1,
-                 " entries starting at 0");
-    LOWBIT_CHECK(outlier_col.size() == outlier_val.size() && row_ptr.back() == outlier_col.size(), where,
-                 "outlier arrays disagree: ", outlier_col.size(), " columns, ", outlier_val.size(), " values, row_ptr ends at ",
-                 row_ptr.back());
+    LOWBIT_CHECK(perm.empty() || perm.size() == packed_ints::bytes(cols, perm_bits()), where, "perm has ",
+                 perm.size(), " bytes, expected ", packed_ints::bytes(cols, perm_bits()), " (K = ", cols, " entries of ",
+                 perm_bits(), " bits) or none");
+    detail::check_permutation(permutation(), cols, where);
+    LOWBIT_CHECK(count_bits >= 0 && count_bits <= max_count_bits, where, "count_bits must be in 0..", max_count_bits,
+                 ", got ", count_bits);
+    LOWBIT_CHECK(row_counts.size() == packed_ints::bytes(rows, count_bits), where, "row_counts has ",
+                 row_counts.size(), " bytes, expected ", packed_ints::bytes(rows, count_bits), " (M = ", rows,
+                 " counts of ", count_bits, " bits)");
+    LOWBIT_CHECK(outlier_col.size() == outlier_val.size(), where, "outlier arrays disagree: ", outlier_col.size(),
+                 " columns, ", outlier_val.size(), " values");
+    std::size_t i = 0;  // the row's first outlier
     for (std::size_t r = 0; r < rows; ++r) {
-      LOWBIT_CHECK(row_ptr[r] <= row_ptr[r + 1] && row_ptr[r + 1] <= row_ptr.back(), where,
-                   "row_ptr decreases at row ", r);
-      for (std::size_t i = row_ptr[r]; i < row_ptr[r + 1]; ++i) {
-        LOWBIT_CHECK(outlier_col[i] < cols && (i == row_ptr[r] || outlier_col[i - 1] < outlier_col[i]), where,
+      const std::size_t n = row_count(r), first = i;
+      LOWBIT_CHECK(n <= cols && n <= outlier_col.size() - i, where, "row ", r, " counts ", n,
+                   " outliers, more than K or the ", outlier_col.size() - i, " left");
+      for (; i < first + n; ++i) {
+        LOWBIT_CHECK(outlier_col[i] < cols && (i == first || outlier_col[i - 1] < outlier_col[i]), where,
                      "outlier column ", outlier_col[i], " of row ", r, " is out of range or not ascending");
         LOWBIT_CHECK(fp16::from_bits(outlier_val[i]).is_finite(), where, "outlier value of row ", r, " is not finite");
       }
     }
+    LOWBIT_CHECK(i == outlier_col.size(), where, "the row counts sum to ", i, ", but there are ", outlier_col.size(),
+                 " outliers");
   }
 
   friend bool operator==(const SpqrMatrix& a, const SpqrMatrix& b) {
     return a.rows == b.rows && a.cols == b.cols && a.bits == b.bits && a.group == b.group &&
            a.stat_bits == b.stat_bits && a.stat_group == b.stat_group && a.perm == b.perm && a.codes == b.codes &&
            a.scale_codes == b.scale_codes && a.zero_codes == b.zero_codes && a.stat_params == b.stat_params &&
-           a.row_ptr == b.row_ptr && a.outlier_col == b.outlier_col && a.outlier_val == b.outlier_val;
+           a.count_bits == b.count_bits && a.row_counts == b.row_counts && a.outlier_col == b.outlier_col && a.outlier_val == b.outlier_val;
   }
   friend bool operator!=(const SpqrMatrix& a, const SpqrMatrix& b) { return !(a == b); }
 };
@@ -135,13 +174,14 @@ inline Matrix dequantize(const SpqrMatrix& q) {
   q.validate();
   Matrix w(q.rows, q.cols);
   std::vector<std::uint8_t> c(q.cols);
+  const std::vector<std::uint32_t> starts = q.row_starts();
   for (std::size_t r = 0; r < q.rows; ++r) {
     bitpack::unpack(q.row_codes(r), q.cols, q.bits, c.data());
     for (std::size_t p = 0; p < q.cols; ++p) {
       const std::size_t j = p / q.group;
       w(r, q.column(p)) = q.scale(r, j) * (float(c[p]) - q.zero(r, j));
     }
-    for (std::size_t i = q.row_ptr[r]; i < q.row_ptr[r + 1]; ++i)
+    for (std::size_t i = starts[r]; i < starts[r + 1]; ++i)
       w(r, q.outlier_col[i]) += fp16::from_bits(q.outlier_val[i]).to_float();
   }
   return w;

@@ -43,6 +43,7 @@
 
 #include "../core/buffer.hpp"
 #include "../core/error.hpp"
+#include "../core/packed_ints.hpp"
 #include "../core/permutation.hpp"
 #include "../core/types.hpp"
 #include "../core/view.hpp"
@@ -75,12 +76,8 @@ inline std::uint32_t vq_index(const std::uint8_t* s, int bits, std::size_t i) no
 
 // n indices (each < 2^bits) as a bitstream of vq_index_bytes(n, bits) bytes.
 inline std::vector<std::uint8_t> vq_pack_indices(const std::uint32_t* idx, std::size_t n, int bits) {
-  std::vector<std::uint8_t> out(vq_index_bytes(n, bits), 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t bit = i * std::size_t(bits);
-    const std::uint32_t w = idx[i] << (bit % 8);
-    for (std::size_t b = 0; b < 3; ++b) out[bit / 8 + b] |= std::uint8_t(w >> (8 * b));
-  }
+  std::vector<std::uint8_t> out = packed_ints::pack(idx, n, bits);  // the same bit order
+  out.resize(vq_index_bytes(n, bits), 0);
   return out;
 }
 

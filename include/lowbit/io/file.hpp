@@ -9,10 +9,11 @@
 //   io::Items m = io::map("model.lowbit.safetensors");   // O(1) in file size
 //   gemv(std::get<GroupQuantMatrix>(m.at("layers.0.wq")), x, y);
 //
-// File layout (version 1). A standard safetensors file; lowbit's part is in
+// File layout (version 2; version 1 stored SpQR's permutation and row
+// pointers as 32-bit arrays). A standard safetensors file; lowbit's part is in
 // the header's __metadata__ (string values only, as the format requires):
 //
-//   "lowbit.version"        "1"
+//   "lowbit.version"        "2"
 //   "lowbit.format.<item>"  "<kind> key=value ...": the item's kind and
 //                           parameters, e.g. "group_quant rows=4096 cols=4096
 //                           bits=4 group=128 symmetric=0 scale_type=fp16"
@@ -29,10 +30,11 @@
 //
 //   group_quant  codes U8 [M, row_bytes], scales F16|F32 [M, G],
 //                zeros U8 [bytes] (asymmetric only)
-//   spqr         perm U32 [K] (optional), codes U8 [M, row_bytes],
+//   spqr         perm U8 [bytes] (optional), codes U8 [M, row_bytes],
 //                scale_codes U8 [n], zero_codes U8 [n],
-//                stat_params F16 [row_blocks, G, 4], row_ptr U32 [M + 1],
-//                outlier_col U16 [nnz], outlier_val F16 [nnz]
+//                stat_params F16 [row_blocks, G, 4], row_counts U8
+//                [bytes], outlier_col U16 [nnz], outlier_val F16 [nnz];
+//                the parameter count_bits gives row_counts' width
 //   dfloat11     code_lengths U8 [256], block_start U64 [blocks + 1],
 //                exponents U8 [bytes], sign_mantissa U8 [M, K]
 //   vq           perm U32 [K] (optional), scale F16 [K], bias F16 [K]
@@ -99,7 +101,7 @@ namespace lowbit::io {
 using Item = std::variant<Matrix, GroupQuantMatrix, SpqrMatrix, VqMatrix, Dfloat11Matrix, kivi::Cache>;
 using Items = std::map<std::string, Item>;
 
-inline constexpr int format_version = 1;
+inline constexpr int format_version = 2;
 
 struct LoadOptions {
   bool verify_checksums = true;  // false: O(1) mapping (nothing but the header and small arrays is read)
@@ -310,15 +312,16 @@ inline Params params_of(const SpqrMatrix& q) {
       .set("stat_bits", std::uint64_t(q.stat_bits))
       .set("stat_group", q.stat_group)
       .set("outliers", q.outliers())
+      .set("count_bits", std::uint64_t(q.count_bits))
       .set("permuted", q.perm.empty() ? 0 : 1);
 }
 inline void fields_of(const std::string& n, const SpqrMatrix& q, Fields& f) {
-  if (!q.perm.empty()) f.add(n, "perm", Dtype::U32, {q.perm.size()}, q.perm);
+  if (!q.perm.empty()) f.add(n, "perm", Dtype::U8, {q.perm.size()}, q.perm);
   f.add(n, "codes", Dtype::U8, {q.rows, q.row_bytes()}, q.codes);
   f.add(n, "scale_codes", Dtype::U8, {q.scale_codes.size()}, q.scale_codes);
   f.add(n, "zero_codes", Dtype::U8, {q.zero_codes.size()}, q.zero_codes);
   f.add(n, "stat_params", Dtype::F16, {q.row_blocks(), q.groups_per_row(), 4}, q.stat_params);
-  f.add(n, "row_ptr", Dtype::U32, {q.row_ptr.size()}, q.row_ptr);
+  f.add(n, "row_counts", Dtype::U8, {q.row_counts.size()}, q.row_counts);
   f.add(n, "outlier_col", Dtype::U16, {q.outlier_col.size()}, q.outlier_col);
   f.add(n, "outlier_val", Dtype::F16, {q.outlier_val.size()}, q.outlier_val);
 }
@@ -331,6 +334,7 @@ inline SpqrMatrix read_spqr(Params& p, ItemReader& r) {
   q.stat_bits = int(p.integer("stat_bits", 8));
   q.stat_group = p.integer("stat_group", max_dim);
   const std::uint64_t nnz = p.integer("outliers", max_dim);
+  q.count_bits = int(p.integer("count_bits", std::uint64_t(SpqrMatrix::max_count_bits)));
   const bool permuted = p.integer("permuted", 1) == 1;
   p.done();
   check_shape(q.rows, q.cols);
@@ -339,12 +343,12 @@ inline SpqrMatrix read_spqr(Params& p, ItemReader& r) {
                "lowbit file", "spqr: bits ", q.bits, ", group ", q.group, ", stat_bits ", q.stat_bits,
                ", stat_group ", q.stat_group, " are not a valid format");
   const std::uint64_t stat_bytes = bitpack::row_bytes(q.rows * q.groups_per_row(), q.stat_bits);
-  if (permuted) q.perm = r.get<std::uint32_t>("perm", Dtype::U32, {q.cols});
+  if (permuted) q.perm = r.get<std::uint8_t>("perm", Dtype::U8, {packed_ints::bytes(q.cols, q.perm_bits())});
   q.codes = r.get<std::uint8_t>("codes", Dtype::U8, {q.rows, q.row_bytes()});
   q.scale_codes = r.get<std::uint8_t>("scale_codes", Dtype::U8, {stat_bytes});
   q.zero_codes = r.get<std::uint8_t>("zero_codes", Dtype::U8, {stat_bytes});
   q.stat_params = r.get<std::uint16_t>("stat_params", Dtype::F16, {q.row_blocks(), q.groups_per_row(), 4});
-  q.row_ptr = r.get<std::uint32_t>("row_ptr", Dtype::U32, {q.rows + 1});
+  q.row_counts = r.get<std::uint8_t>("row_counts", Dtype::U8, {packed_ints::bytes(q.rows, q.count_bits)});
   q.outlier_col = r.get<std::uint16_t>("outlier_col", Dtype::U16, {nnz});
   q.outlier_val = r.get<std::uint16_t>("outlier_val", Dtype::F16, {nnz});
   q.validate();

@@ -5,8 +5,10 @@
 //
 // with A_j = sum_{p in j} x_perm[p] computed once per call. The dense part
 // is kernels/code_dot.hpp's SIMD kernel straight from the packed codes (for
-// beta1 = 16 and K % 32 == 0; its scalar reference otherwise), the
-// zero-point part one dot of length G per row.
+// beta1 a multiple of 16 and K % 32 == 0, a group of 16 n taking its scale
+// n times; the scalar reference otherwise), the zero-point part one dot of
+// length G per row. The permutation and the CSR row pointers are unpacked
+// from their packed form once per call (O(K + M)).
 // Rows run in parallel and every row is computed the same way for any
 // thread count (bit-identical results).
 #pragma once
@@ -27,9 +29,14 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   LOWBIT_CHECK(opt.activations == Activations::fp32, "gemv", "the SpQR kernel takes fp32 activations");
   const std::size_t K = w.cols, G = w.groups_per_row(), g = w.group;
   const auto& k = detail::active_kernels();
-  const bool fast = g == detail::code_dot_group && K % 32 == 0 && k.f32_lanes > 0;
-  std::vector<float> xp(K);
-  for (std::size_t p = 0; p < K; ++p) xp[p] = x[w.column(p)];
+  const std::size_t per = g / detail::code_dot_group;  // 16-code subgroups per group
+  const bool fast = g % detail::code_dot_group == 0 && K % 32 == 0 && k.f32_lanes > 0;
+  std::vector<float> xp(x.begin(), x.end());
+  if (!w.perm.empty()) {
+    const std::vector<std::uint32_t> perm = w.permutation();
+    for (std::size_t p = 0; p < K; ++p) xp[p] = x[perm[p]];
+  }
+  const std::vector<std::uint32_t> starts = w.row_starts();
   detail::PreparedActivations a;  // x_perm in the kernel's lane order, and the group sums A_j
   a.prepare(xp.data(), K, g, false, fast ? k.f32_lanes : 0);
   const std::vector<float>& A = a.group_sum;
@@ -40,7 +47,7 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
     // codes, unpacked once for the block.
     const std::size_t B = w.stat_group;
     std::vector<std::uint8_t> sc(B * G), zc(B * G);
-    std::vector<float> ps(G), pz(G), qs(G), qz(G), s(G);
+    std::vector<float> ps(G), pz(G), qs(G), qz(G), s(G), s16(fast && per > 1 ? K / detail::code_dot_group : 0);
     std::size_t block = std::size_t(-1), first = 0;
     for (std::size_t r = r0; r < r1; ++r) {
       if (r / B != block) {
@@ -60,11 +67,13 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
       const std::size_t i = (r - first) * G;
       const float zero_term =
           k.group_scales({&sc[i], &zc[i], ps.data(), pz.data(), qs.data(), qz.data(), A.data()}, G, s.data());
-      const float dense = fast ? k.group16_dot(w.row_codes(r), K, w.bits, a.x.data(), s.data())
-                               : detail::group_scaled_dot_reference(w.row_codes(r), K, w.bits, xp.data(), s.data(), g);
+      for (std::size_t t = 0; t < s16.size(); ++t) s16[t] = s[t / per];
+      const float dense =
+          fast ? k.group16_dot(w.row_codes(r), K, w.bits, a.x.data(), per > 1 ? s16.data() : s.data())
+               : detail::group_scaled_dot_reference(w.row_codes(r), K, w.bits, xp.data(), s.data(), g);
       y[r] = dense - zero_term;
     }
-    detail::csr_add(w.row_ptr.data(), w.outlier_col.data(), w.outlier_val.data(), x.data(), y.data(), r0, r1);
+    detail::csr_add(starts.data(), w.outlier_col.data(), w.outlier_val.data(), x.data(), y.data(), r0, r1);
   });
 }
 

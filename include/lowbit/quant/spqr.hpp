@@ -247,7 +247,7 @@ inline SpqrMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hess
   q.group = o.group;
   q.stat_bits = o.stat_bits;
   q.stat_group = o.stat_group;
-  if (o.act_order) q.perm.assign(order.begin(), order.end());
+  if (o.act_order) q.perm = packed_ints::pack(order.data(), K, q.perm_bits());
   q.codes.assign(M * q.row_bytes(), 0);
   for (std::size_t r = 0; r < M; ++r) bitpack::pack(cq.codes.data() + r * K, K, o.bits, q.codes.data() + r * q.row_bytes());
   q.scale_codes.assign(bitpack::row_bytes(M * G, o.stat_bits), 0);
@@ -256,7 +256,7 @@ inline SpqrMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hess
   bitpack::pack(cq.zero_codes.data(), M * G, o.stat_bits, q.zero_codes.data());
   q.stat_params = std::move(cq.stat_params);
   // Outliers: the correction on top of the dense value, by original column.
-  q.row_ptr.assign(M + 1, 0);
+  std::vector<std::size_t> counts(M);
   for (std::size_t r = 0; r < M; ++r) {
     auto& list = cq.outliers[r];
     std::vector<std::pair<std::uint32_t, float>> byc;
@@ -270,8 +270,10 @@ inline SpqrMatrix quantize(ConstMatrixView<float> w, const Eigen::MatrixXd& hess
       q.outlier_col.push_back(std::uint16_t(c));
       q.outlier_val.push_back(fp16::from_float(v).bits);
     }
-    q.row_ptr[r + 1] = std::uint32_t(q.outlier_col.size());
+    counts[r] = byc.size();
   }
+  q.count_bits = packed_ints::width_for(counts.empty() ? 0 : *std::max_element(counts.begin(), counts.end()));
+  q.row_counts = packed_ints::pack(counts.data(), M, q.count_bits);
   if (stats) {
     stats->threshold = cq.threshold;
     stats->outliers = q.outliers();
