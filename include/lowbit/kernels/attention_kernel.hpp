@@ -13,8 +13,9 @@
 //        per group and head added at the end.
 //
 // A code becomes a float exactly (a small integer), so the result differs
-// from attention over the dequantized cache by float rounding only. Decoded
-// codes are shared by up to four query heads (register blocking), the memory
+// from attention over the dequantized cache by float rounding only. Codes
+// are decoded a tile of up to 32 tokens at a time into an L1-resident float
+// tile shared by up to four query heads (register blocking), the memory
 // traffic is the codes' (2 or 4 bits per element), and the softmax is exact
 // (max subtracted, xsimd::exp).
 #pragma once
@@ -145,6 +146,33 @@ struct Attend {
     }
   };
 
+  // Rows [t0, t0 + n) of codes as floats, row t at out + t * dim. Decoding
+  // a tile once into L1 and running the fp32 loops on it costs one pass of
+  // loads, shifts and conversions per code, shared by every query head;
+  // decoding inside the dot products repeated the index arithmetic per
+  // batch. With dim % 32 == 0 a row is whole 32-code fields of its page
+  // (core/bitpack.hpp), each one byte run at one shift.
+  template <int B>
+  static void decode(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim, float* out) noexcept {
+    constexpr std::size_t field = bitpack::chunk_bytes, chunk = 8 * field / B;  // codes per field / per chunk
+    const I mask((1 << B) - 1);
+    for (std::size_t t = 0; t < n; ++t) {
+      const CodeRow<B> r = rows.row(t0 + t);
+      float* o = out + t * dim;
+      if (dim % field != 0) {
+        for (std::size_t m = 0; m < dim / L; ++m) r(m).store_unaligned(o + L * m);
+        continue;
+      }
+      for (std::size_t j = 0; j < dim; j += field) {
+        const std::size_t i = r.first + j;  // a multiple of 32: field (i % chunk) / 32 of its chunk
+        const std::uint8_t* p = r.page + (i / chunk) * bitpack::chunk_bytes;
+        const int shift = int(B * ((i % chunk) / field));
+        for (std::size_t k = 0; k < field; k += L)
+          xsimd::to_float((simd::widen_u8<Tag>(p + k) >> shift) & mask).store_unaligned(o + j + k);
+      }
+    }
+  }
+
   // s[h * lds + t] = bias[h] + qe_h . row(t0 + t), t < n: TT = L / HB tokens
   // at a time, so the HB * TT dot products reduce with one haddp.
   template <int HB, class Rows>
@@ -217,9 +245,7 @@ struct Attend {
     switch (r.kind) {
       case KvRows::Kind::f32: return f(F32Rows{static_cast<const float*>(r.data), r.stride});
       case KvRows::Kind::bf16: return f(Bf16Rows{static_cast<const std::uint16_t*>(r.data), r.stride});
-      case KvRows::Kind::codes:
-        if (r.codes->bits == 2) return f(CodeRows<2>(*r.codes));
-        return f(CodeRows<4>(*r.codes));
+      case KvRows::Kind::codes: break;  // decoded a tile at a time (decode), then the f32 loops
     }
   }
 
@@ -227,7 +253,12 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min, raw;
+    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min, raw, rows_f;
+    rows_f.resize(tile * d);
+    const auto decode_codes = [&](const KvCodes& c, std::size_t first, std::size_t n, std::size_t dim) {
+      if (c.bits == 2) decode(CodeRows<2>(c), first, n, dim, rows_f.data());
+      else decode(CodeRows<4>(c), first, n, dim, rows_f.data());
+    };
     S.resize(HB * T);
     qe.resize(HB * d);
     acc.assign(HB * d, 0.0f);
@@ -261,9 +292,11 @@ struct Attend {
           }
           bias[h] = xsimd::hadd(b) * job.scale;
         }
-        with_rows(run, [&](const auto& rows) {
-          scores<HB>(rows, a, end - a, d, qe.data(), bias, S.data() + t_off + (a - run.first), T);
-        });
+        for (std::size_t a1 = a; a1 < end; a1 += tile) {
+          const std::size_t n = std::min(tile, end - a1);
+          decode_codes(c, a1, n, d);
+          scores<HB>(F32Rows{rows_f.data(), d}, 0, n, d, qe.data(), bias, S.data() + t_off + (a1 - run.first), T);
+        }
         a = end;
       }
     }
@@ -305,7 +338,8 @@ struct Attend {
             raw.resize(n * ng);
             dst.resize(n * ng);
             simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
-            for (std::size_t i = 0; i < n * ng; ++i) dst[(i % ng) * n + i / ng] = raw[i];
+            for (std::size_t t = 0; t < n; ++t)
+              for (std::size_t g = 0; g < ng; ++g) dst[g * n + t] = raw[t * ng + g];
           };
           to_float_gt(run.codes->scale.data(), st_scale);
           to_float_gt(run.codes->min.data(), st_min);
@@ -326,8 +360,12 @@ struct Attend {
             zsum[std::size_t(h) * ng + g] += z;
           }
         }
-        const std::size_t first = codes ? run.first + t0 : t0;
-        with_rows(run, [&](const auto& rows) { accumulate<HB>(rows, first, n, d, w.data(), ng, group, acc.data()); });
+        if (codes) {
+          decode_codes(*run.codes, run.first + t0, n, d);
+          accumulate<HB>(F32Rows{rows_f.data(), d}, 0, n, d, w.data(), ng, group, acc.data());
+        } else {
+          with_rows(run, [&](const auto& rows) { accumulate<HB>(rows, t0, n, d, w.data(), ng, group, acc.data()); });
+        }
       }
     }
 
