@@ -145,6 +145,8 @@ struct SpqrMatrix {
                  " counts of ", count_bits, " bits)");
     LOWBIT_CHECK(outlier_col.size() == outlier_val.size(), where, "outlier arrays disagree: ", outlier_col.size(),
                  " columns, ", outlier_val.size(), " values");
+    LOWBIT_CHECK(outlier_col.size() <= UINT32_MAX, where, outlier_col.size(),
+                 " outliers exceed the 32-bit row pointers the kernels use");
     std::size_t i = 0;  // the row's first outlier
     for (std::size_t r = 0; r < rows; ++r) {
       const std::size_t n = row_count(r), first = i;
@@ -164,7 +166,8 @@ struct SpqrMatrix {
     return a.rows == b.rows && a.cols == b.cols && a.bits == b.bits && a.group == b.group &&
            a.stat_bits == b.stat_bits && a.stat_group == b.stat_group && a.perm == b.perm && a.codes == b.codes &&
            a.scale_codes == b.scale_codes && a.zero_codes == b.zero_codes && a.stat_params == b.stat_params &&
-           a.count_bits == b.count_bits && a.row_counts == b.row_counts && a.outlier_col == b.outlier_col && a.outlier_val == b.outlier_val;
+           a.count_bits == b.count_bits && a.row_counts == b.row_counts && a.outlier_col == b.outlier_col &&
+           a.outlier_val == b.outlier_val;
   }
   friend bool operator!=(const SpqrMatrix& a, const SpqrMatrix& b) { return !(a == b); }
 };
