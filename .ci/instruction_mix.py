@@ -15,9 +15,8 @@ HOT = {  # what each kernel is: the name pattern of its function
     "int2 GEMV, fp32 activations": r"group_rows_for<lowbit::simd::neon64_tag, 2, 1, false>\(",
     "int3 GEMM, 4 columns": r"group_rows_for<lowbit::simd::neon64_tag, 3, 4, false>\(",
     "SpQR 3-bit group-16 dot": r"group16_dot<lowbit::simd::neon64_tag, 3>\(",
-    "KIVI-2 tile decode": r"Attend<lowbit::simd::neon64_tag>::decode<2>\(",
-    "KIVI scores (f32 tile)": r"scores<4, lowbit::detail::Attend<lowbit::simd::neon64_tag>::F32Rows>",
-    "KIVI value sums": r"Attend<lowbit::simd::neon64_tag>::heads<4>\(",
+    # tile decode, scores and value sums, all inlined into heads<4> (x86 too)
+    "KIVI attention, 4 heads": r"Attend<lowbit::simd::neon64_tag>::heads<4>\(",
     "VQ gather-FMA (v8)": r"vq_simd<lowbit::simd::neon64_tag, 8, 1ul, true>\(",
     "VQ LUT build": r"lut_build<lowbit::simd::neon64_tag>\(",
     "bf16 dot": r"bf16_dot_loop<lowbit::simd::neon64_tag, lowbit::detail::bf16_dot<",
