@@ -67,7 +67,8 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
       const std::size_t i = (r - first) * G;
       const float zero_term =
           k.group_scales({&sc[i], &zc[i], ps.data(), pz.data(), qs.data(), qz.data(), A.data()}, G, s.data());
-      for (std::size_t t = 0; t < s16.size(); ++t) s16[t] = s[t / per];
+      for (std::size_t j = 0, t = 0; t < s16.size(); ++j)  // scale j for each 16-code subgroup of group j
+        for (std::size_t u = 0; u < per && t < s16.size(); ++u) s16[t++] = s[j];
       const float dense =
           fast ? k.group16_dot(w.row_codes(r), K, w.bits, a.x.data(), per > 1 ? s16.data() : s.data())
                : detail::group_scaled_dot_reference(w.row_codes(r), K, w.bits, xp.data(), s.data(), g);
