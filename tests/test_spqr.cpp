@@ -1,4 +1,5 @@
 // format/spqr.hpp, quant/spqr.hpp, kernels/spqr_gemv.hpp, kernels/sparse.hpp
+#include <cstring>
 #include <random>
 
 #include "test_util.hpp"
@@ -130,6 +131,44 @@ TEST_CASE("spqr: row statistics kernel equals its reference on every ISA", "[spq
   }
 }
 
+TEST_CASE("spqr: statistic-code unpack and fp16 widening equal their references on every ISA", "[spqr]") {
+  std::mt19937 rng(9);
+  for (int bits = 1; bits <= 8; ++bits)
+    for (std::size_t n : {32u, 100u, 1024u, 4096u + 64u}) {
+      std::vector<std::uint8_t> codes(n);
+      for (auto& c : codes) c = std::uint8_t(rng() % (1u << bits));
+      std::vector<std::uint8_t> row(bitpack::row_bytes(n, bits));
+      bitpack::pack(codes.data(), n, bits, row.data());
+      // Whole runs (the SIMD path) and ranges with partial runs (scalar).
+      for (auto [first, count] : {std::pair<std::size_t, std::size_t>{0, n / 32 * 32}, {32, n / 32 * 32 - 32}, {5, n - 9},
+                                  {n / 32 * 32 - 32, 32}, {0, 0}}) {
+        std::vector<std::uint8_t> out(count + 1, 0xAB);
+        test::for_each_isa([&](isa i) {
+          INFO("bits " << bits << " n " << n << " first " << first << " count " << count);
+          std::fill(out.begin(), out.end(), std::uint8_t(0xAB));
+          detail::kernels_for(i).unpack_codes(row.data(), n, bits, first, count, out.data());
+          REQUIRE(std::equal(out.begin(), out.begin() + std::ptrdiff_t(count), codes.begin() + std::ptrdiff_t(first)));
+          REQUIRE(out[count] == 0xAB);  // nothing written past the range
+        });
+      }
+      test::for_each_isa([&](isa i) {
+        std::vector<std::uint8_t> out(n);
+        REQUIRE_THROWS_AS(detail::kernels_for(i).unpack_codes(row.data(), n, bits, 32, n, out.data()), lowbit::error);
+      });
+    }
+  // Every finite fp16 value and both infinities, in an array with a tail.
+  std::vector<std::uint16_t> h;
+  for (std::uint32_t b = 0; b < 65536; ++b)
+    if ((b & 0x7C00u) != 0x7C00u || (b & 0x3FFu) == 0) h.push_back(std::uint16_t(b));
+  h.push_back(0x3C00);
+  std::vector<float> ref(h.size()), f(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) ref[i] = fp16::from_bits(h[i]).to_float();
+  test::for_each_isa([&](isa i) {
+    detail::kernels_for(i).halves_to_float(h.data(), h.size(), f.data());
+    REQUIRE(std::memcmp(f.data(), ref.data(), 4 * f.size()) == 0);
+  });
+}
+
 TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
   const Matrix W = weights_with_outliers(32, 64, 6);
   const Eigen::MatrixXd H = test::neighbour_hessian(64, 7, 256);
@@ -185,6 +224,12 @@ TEST_CASE("spqr: corrupted structure and bad input are rejected", "[spqr]") {
   broken([](SpqrMatrix& b) { b.row_counts.push_back(0); });
   broken([](SpqrMatrix& b) { b.count_bits = SpqrMatrix::max_count_bits + 1; });
   broken([](SpqrMatrix& b) { b.outlier_col[0] = 64; });
+  broken([&](SpqrMatrix& b) {  // a row's columns out of order, all in range
+    std::size_t i = 0, r = 0;
+    while (b.row_count(r) < 2) i += b.row_count(r++);
+    std::swap(b.outlier_col[i], b.outlier_col[i + 1]);
+  });
+  broken([](SpqrMatrix& b) { b.outlier_col.back() = 64; });  // the last row's last column
   broken([](SpqrMatrix& b) { b.outlier_val[0] = 0x7C00; });  // +inf
   broken([](SpqrMatrix& b) { b.stat_params[2] = 0x7E00; });  // NaN
   broken([](SpqrMatrix& b) { b.codes.pop_back(); });

@@ -27,6 +27,7 @@
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "error.hpp"
 
@@ -143,12 +144,28 @@ inline void unpack_range(const std::uint8_t* row, std::size_t n, int bits, std::
   for (int p = 0; p < plane_count(bits); ++p) {
     const int w = plane_width(bits, p);
     const std::uint8_t* plane = row + plane_offset(n, bits, p);
-    const std::size_t cc = chunk_codes(w);
     const unsigned mask = (1u << w) - 1u;
+    // Run q is bit-field q mod F of chunk q div F, F = 8 / w a power of two:
+    // shifts, not a division per run.
+    const unsigned log_f = w == 8 ? 0u : w == 4 ? 1u : w == 2 ? 2u : 3u;
     for (std::size_t run = first / chunk_bytes; run * chunk_bytes < end; ++run) {
       const std::size_t base = run * chunk_bytes, lo = std::max(first, base), hi = std::min(end, base + chunk_bytes);
-      const std::uint8_t* src = plane + (base / cc) * chunk_bytes;
-      const unsigned shift = unsigned(w) * unsigned((base % cc) / chunk_bytes);
+      const std::uint8_t* src = plane + (run >> log_f) * chunk_bytes;
+      const unsigned shift = unsigned(w) * unsigned(run & ((1u << log_f) - 1u));
+      if (hi - lo == chunk_bytes) {
+        // A whole run, 8 codes per 64-bit word: a byte's field shifted down
+        // within the word only drags in the neighbour's low bits, which the
+        // replicated mask clears (shift + w <= 8, low + w <= 8).
+        const std::uint64_t m = std::uint64_t(mask) * 0x0101010101010101u;
+        for (std::size_t k = 0; k < chunk_bytes; k += 8) {
+          std::uint64_t v, o;
+          std::memcpy(&v, src + k, 8);
+          std::memcpy(&o, out + (lo - first) + k, 8);
+          o |= ((v >> shift) & m) << low;
+          std::memcpy(out + (lo - first) + k, &o, 8);
+        }
+        continue;
+      }
       for (std::size_t i = lo; i < hi; ++i)
         out[i - first] = std::uint8_t(out[i - first] | (((unsigned(src[i - base]) >> shift) & mask) << low));
     }

@@ -8,6 +8,7 @@
 // bf16 or fp16 bit patterns survives a round trip through float unchanged.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -90,20 +91,17 @@ struct fp16 {
   // Neither Inf nor NaN: the exponent is not all ones (no conversion needed).
   bool is_finite() const noexcept { return (bits & 0x7C00u) != 0x7C00u; }
 
+  // Branch-free (scalar kernels convert outliers and statistics one at a
+  // time): a normal value re-biases the exponent, a subnormal m * 2^-24 is an
+  // exact int-to-float product (no subnormal float arithmetic, so DAZ/FTZ
+  // modes do not change it), Inf and NaN keep their payload.
   float to_float() const noexcept {
-    const std::uint32_t sign = std::uint32_t(bits & 0x8000u) << 16;
-    const std::uint32_t e = (bits >> 10) & 0x1Fu;
-    std::uint32_t m = bits & 0x3FFu;
-    if (e == 0x1Fu) return detail::bits_float(sign | 0x7F800000u | (m << 13));
-    if (e != 0) return detail::bits_float(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return detail::bits_float(sign);
-    // Subnormal: normalize the mantissa.
-    std::uint32_t ex = 113;
-    while ((m & 0x400u) == 0) {
-      m <<= 1;
-      --ex;
-    }
-    return detail::bits_float(sign | (ex << 23) | ((m & 0x3FFu) << 13));
+    const std::uint32_t sign = std::uint32_t(bits & 0x8000u) << 16, em = bits & 0x7FFFu;
+    const float normal = detail::bits_float((em << 13) + (112u << 23));
+    const float special = detail::bits_float(0x7F800000u | ((em & 0x3FFu) << 13));
+    const float subnormal = float(em) * 0x1p-24f;
+    const float mag = em >= 0x7C00u ? special : em >= 0x400u ? normal : subnormal;
+    return detail::bits_float(detail::float_bits(mag) | sign);
   }
 
   friend bool operator==(fp16 a, fp16 b) noexcept { return a.bits == b.bits; }
@@ -111,5 +109,21 @@ struct fp16 {
 };
 
 static_assert(sizeof(bf16) == 2 && sizeof(fp16) == 2, "storage types must be 2 bytes");
+
+namespace detail {
+// No Inf or NaN among n fp16 bit patterns. Validation runs before every
+// kernel call over whole arrays, so this is written to vectorize: an all-ones
+// exponent plus one carries into bit 15, and blocks of 32 fixed-count loops
+// need no branch per value.
+inline bool all_finite_fp16(const std::uint16_t* h, std::size_t n) noexcept {
+  std::uint16_t carry = 0;
+  const auto flag = [](std::uint16_t v) { return std::uint16_t((v & 0x7C00u) + 0x0400u); };
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (std::size_t j = 0; j < 32; ++j) carry |= flag(h[i + j]);
+  for (; i < n; ++i) carry |= flag(h[i]);
+  return (carry & 0x8000u) == 0;
+}
+}  // namespace detail
 
 }  // namespace lowbit

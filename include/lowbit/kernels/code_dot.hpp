@@ -45,26 +45,68 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const 
   constexpr std::size_t L = F::size;
   constexpr int H = block_decoder<Tag, Bits>::H;
   static_assert(H * 4 * L == 32 && (H == 1 || H == 2), "32-code blocks of one or two byte batches");
-  const block_decoder<Tag, Bits> dec(row, K);
+  using D = block_decoder<Tag, Bits>;
+  constexpr int U = D::unit;
+  const D dec(row, K);
   // 256-bit: lanes 0..3 hold codes 0..15 of a block (group 2b), lanes 4..7
   // codes 16..31 (group 2b + 1). 128-bit: half h is group 2b + h.
   alignas(64) static constexpr float lane_index[8] = {0, 1, 2, 3, 4, 5, 6, 7};
   const auto upper = F::load_aligned(lane_index) >= F(float(L / 2));
   F acc0(0.0f), acc1(0.0f);
-  for (std::size_t b = 0; b < K / 32; ++b) {
-    const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, b)};
-    for (int h = 0; h < H; ++h) {
-      const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
-      F d = fb.f[h][0] * F::load_unaligned(xp);
-      d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
-      d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
-      d = xsimd::fma(fb.f[h][3], F::load_unaligned(xp + 3 * L), d);
-      const F sv = H == 1 ? xsimd::select(upper, F(s[2 * b + 1]), F(s[2 * b])) : F(s[2 * b + std::size_t(h)]);
-      if (h == 0) acc0 = xsimd::fma(d, sv, acc0);
-      else acc1 = xsimd::fma(d, sv, acc1);
-    }
-  }
+  const std::size_t nb = K / 32;
+  // Blocks in decoder units (compile-time bit-fields, group_gemv.hpp), odd
+  // and even blocks on separate accumulators.
+  for (std::size_t u = 0; u * U < nb; ++u)
+    unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
+      const std::size_t b = u * U + std::size_t(J());
+      if (b >= nb) return;
+      const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, u, J)};
+      F& acc = J() % 2 ? acc1 : acc0;
+      for (int h = 0; h < H; ++h) {
+        const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
+        F d = fb.f[h][0] * F::load_unaligned(xp);
+        d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
+        d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
+        d = xsimd::fma(fb.f[h][3], F::load_unaligned(xp + 3 * L), d);
+        const F sv = H == 1 ? xsimd::select(upper, F(s[2 * b + 1]), F(s[2 * b])) : F(s[2 * b + std::size_t(h)]);
+        acc = xsimd::fma(d, sv, acc);
+      }
+    });
   return xsimd::hadd(acc0 + acc1);
+}
+
+// Codes [first, first + count) of a packed row of n codes of any width
+// (bitpack::unpack_range), a whole 32-code run per plane and batch: SpQR's
+// statistic codes are unpacked this way for every row block on every call.
+// Partial runs (first or first + count not a multiple of 32) go through
+// the scalar unpack.
+template <class Tag>
+void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
+                  std::uint8_t* out) {
+  using U8 = simd::u8<Tag>;
+  constexpr std::size_t S = U8::size, run = bitpack::chunk_bytes;
+  if (first % run != 0 || count % run != 0) return bitpack::unpack_range(row, n, bits, first, count, out);
+  LOWBIT_CHECK(first <= n && count <= n - first, "unpack_codes", "codes [", first, ", ", first, " + ", count,
+               ") lie outside a row of ", n);
+  const std::size_t lo = first / run, hi = (first + count) / run;  // whole runs [lo, hi)
+  bitpack::check_bits(bits, "unpack_codes");
+  int low = 0;
+  for (int p = 0; p < bitpack::plane_count(bits); ++p) {
+    const int w = bitpack::plane_width(bits, p), log_f = w == 8 ? 0 : w == 4 ? 1 : w == 2 ? 2 : 3;
+    const std::uint8_t* plane = row + bitpack::plane_offset(n, bits, p);
+    const auto mask = std::uint8_t((1u << w) - 1u);
+    for (std::size_t q = lo; q < hi; ++q) {  // run q: field q mod 8/w of chunk q div 8/w
+      std::uint8_t* o = out + (q - lo) * run;
+      const std::uint8_t* src = plane + (q >> log_f) * run;
+      const int shift = w * int(q & ((std::size_t(1) << log_f) - 1));
+      for (std::size_t h = 0; h < run; h += S) {
+        U8 c = simd::shr_mask<Tag>(U8::load_unaligned(src + h), shift, mask);
+        if (low != 0) c = simd::shl_small<Tag>(c, low) | U8::load_unaligned(o + h);
+        c.store_unaligned(o + h);
+      }
+    }
+    low += w;
+  }
 }
 
 // A row's group scales and zero-point term from its 3-bit-style statistic

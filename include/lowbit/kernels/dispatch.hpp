@@ -32,6 +32,10 @@ struct kernel_table {
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
   float (*group_scales)(const RowStats&, std::size_t G, float* s) = nullptr;  // SpQR's row statistics (code_dot.hpp)
+  void (*halves_to_float)(const std::uint16_t* h, std::size_t n, float* out) = nullptr;  // fp16 arrays (simd/ops.hpp)
+  // bitpack::unpack_range, whole runs in SIMD (code_dot.hpp).
+  void (*unpack_codes)(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
+                       std::uint8_t* out) = nullptr;
   void (*attend)(const AttendJob&) = nullptr;  // decode attention for the query heads of one kv head
   // One level of a VQ part (vq_kernel.hpp): output axis, input axis.
   void (*vq_axpy)(const VqLevel&, const float* xs, float* y, std::size_t a0, std::size_t a1) = nullptr;
@@ -63,6 +67,10 @@ kernel_table make_kernel_table() {
     t.split_bf16_dot = split_bf16_dot_reference;
     t.group16_dot = group16_dot_reference;
     t.group_scales = group_scales_reference;
+    t.unpack_codes = bitpack::unpack_range;
+    t.halves_to_float = [](const std::uint16_t* h, std::size_t n, float* out) {
+      for (std::size_t i = 0; i < n; ++i) out[i] = fp16::from_bits(h[i]).to_float();
+    };
     t.attend = attend_reference;
     t.vq_axpy = vq_axpy_reference;
     t.vq_dot = vq_dot_reference;
@@ -87,6 +95,8 @@ kernel_table make_kernel_table() {
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;
     t.group_scales = group_scales<Tag>;
+    t.halves_to_float = simd::halves_to_float<Tag>;
+    t.unpack_codes = unpack_codes<Tag>;
     t.bit_plane_gemv = [](const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y, std::size_t t0,
                           std::size_t t1) {
       switch (w.bits) {

@@ -267,18 +267,25 @@ struct float_block {
   F f[H][4];
 
   // f[h][p] lane m = code 4m + p of half h (x is stored in that order, see
-  // PreparedActivations). Bytes become floats without shuffles: the byte is
-  // or-ed into the mantissa of 2^23 and 2^23 subtracted, exact for any byte.
+  // PreparedActivations): byte p of each 32-bit lane moved to its low byte
+  // (a mask, a byte shuffle, a shift), then converted, without crossing lanes.
   explicit float_block(const code_block<Tag, Bits>& cb) noexcept {
-    using U = xsimd::batch<std::uint32_t, typename Tag::arch>;
-    const U magic(0x4B000000u), lo(0xFFu);
-    const F two23(8388608.0f);
+    using I = simd::i32<Tag>;
+    using U8 = simd::u8<Tag>;
+    // Shuffle controls: byte 1 (2) of each 32-bit lane to byte 0, zeros above.
+    alignas(64) static constexpr std::uint8_t pick[2][32] = {
+        {1, 128, 128, 128, 5, 128, 128, 128, 9, 128, 128, 128, 13, 128, 128, 128,
+         1, 128, 128, 128, 5, 128, 128, 128, 9, 128, 128, 128, 13, 128, 128, 128},
+        {2, 128, 128, 128, 6, 128, 128, 128, 10, 128, 128, 128, 14, 128, 128, 128,
+         2, 128, 128, 128, 6, 128, 128, 128, 10, 128, 128, 128, 14, 128, 128, 128}};
+    const U8 p1 = U8::load_aligned(pick[0]), p2 = U8::load_aligned(pick[1]);
     for (int h = 0; h < H; ++h) {
-      const U v = simd::bitcast<std::uint32_t>(cb.c[h]);
-      f[h][0] = simd::bitcast<float>((v & lo) | magic) - two23;
-      f[h][1] = simd::bitcast<float>(((v >> 8) & lo) | magic) - two23;
-      f[h][2] = simd::bitcast<float>(((v >> 16) & lo) | magic) - two23;
-      f[h][3] = simd::bitcast<float>((v >> 24) | magic) - two23;
+      const I v = simd::bitcast<std::int32_t>(cb.c[h]);
+      const simd::i8<Tag> t = simd::bitcast<std::int8_t>(cb.c[h]);
+      f[h][0] = xsimd::to_float(v & I(0xFF));
+      f[h][1] = xsimd::to_float(simd::bitcast<std::int32_t>(simd::lookup16<Tag>(t, p1)));
+      f[h][2] = xsimd::to_float(simd::bitcast<std::int32_t>(simd::lookup16<Tag>(t, p2)));
+      f[h][3] = xsimd::to_float(simd::bitcast<std::int32_t>(simd::bitcast<std::uint32_t>(cb.c[h]) >> 24));
     }
   }
   // sum_k code_k x_k (gemv and gemm share this order: bit-identical rows).

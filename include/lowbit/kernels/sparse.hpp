@@ -1,22 +1,26 @@
-// Sparse outlier add: y[r] += sum_i val[i] x[col[i]] over a CSR matrix with
-// fp16 values (the outlier part of SpQR). A gather per nonzero: at ~1%
-// density its cost is small beside the dense part, so one loop serves every
-// ISA (and is its own scalar reference).
+// Sparse outlier add: y[r] += sum_i val[i] x[col[i]] over a CSR row (the
+// outlier part of SpQR), the values already widened from fp16 (one SIMD
+// conversion per row block, kernels/spqr_gemv.hpp). A gather per nonzero:
+// at ~1% density its cost is small beside the dense part, so one loop
+// serves every ISA (and is its own scalar reference).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-
-#include "../core/types.hpp"
 
 namespace lowbit::detail {
 
-inline void csr_add(const std::uint32_t* row_ptr, const std::uint16_t* col, const std::uint16_t* val, const float* x,
-                    float* y, std::size_t r0, std::size_t r1) noexcept {
-  for (std::size_t r = r0; r < r1; ++r) {
-    float acc = 0;
-    for (std::uint32_t i = row_ptr[r]; i < row_ptr[r + 1]; ++i) acc += fp16::from_bits(val[i]).to_float() * x[col[i]];
-    y[r] += acc;
+// sum_i val[i] x[col[i]] over one row's n outliers. Two sums break the add
+// chain.
+inline float sparse_dot(const std::uint16_t* col, const float* val, std::size_t n, const float* x) noexcept {
+  float a0 = 0, a1 = 0;
+  std::size_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    a0 += val[i] * x[col[i]];
+    a1 += val[i + 1] * x[col[i + 1]];
   }
+  if (i < n) a0 += val[i] * x[col[i]];
+  return a0 + a1;
 }
 
 }  // namespace lowbit::detail

@@ -8,7 +8,10 @@
 // beta1 a multiple of 16 and K % 32 == 0, a group of 16 n taking its scale
 // n times; the scalar reference otherwise), the zero-point part one dot of
 // length G per row. The permutation and the CSR row pointers are unpacked
-// from their packed form once per call (O(K + M)).
+// from their packed form once per call (O(K + M)); the statistic codes per
+// row and the fp16 parameters and outlier values per block go through the
+// table's SIMD unpack and F16C/NEON widening (the per-group work is 1/16 of
+// the weights' and would otherwise rival the dot itself).
 // Rows run in parallel and every row is computed the same way for any
 // thread count (bit-identical results).
 #pragma once
@@ -43,30 +46,28 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   const std::size_t nstat = w.rows * G;
   parallel_for(w.rows, 16, detail::threads_for(w.rows, K, opt.threads), [&](std::size_t r0, std::size_t r1) {
     // Per block of stat_group rows: the second-level parameters (one array
-    // per kind: scale's s and z, zero's s and z) and the rows' statistic
-    // codes, unpacked once for the block.
+    // per kind: scale's s and z, zero's s and z), widened once for the block.
     const std::size_t B = w.stat_group;
-    std::vector<std::uint8_t> sc(B * G), zc(B * G);
-    std::vector<float> ps(G), pz(G), qs(G), qz(G), s(G), s16(fast && per > 1 ? K / detail::code_dot_group : 0);
-    std::size_t block = std::size_t(-1), first = 0;
+    std::vector<std::uint8_t> sc(G), zc(G);
+    std::vector<float> par(4 * G), ps(G), pz(G), qs(G), qz(G), s(G), s16(fast && per > 1 ? K / detail::code_dot_group : 0);
+    std::size_t block = std::size_t(-1);
     for (std::size_t r = r0; r < r1; ++r) {
       if (r / B != block) {
         block = r / B;
-        first = r;
-        const std::uint16_t* par = w.stat_params.data() + block * G * 4;
+        k.halves_to_float(w.stat_params.data() + block * G * 4, 4 * G, par.data());
         for (std::size_t j = 0; j < G; ++j) {
-          ps[j] = fp16::from_bits(par[4 * j]).to_float();
-          pz[j] = fp16::from_bits(par[4 * j + 1]).to_float();
-          qs[j] = fp16::from_bits(par[4 * j + 2]).to_float();
-          qz[j] = fp16::from_bits(par[4 * j + 3]).to_float();
+          ps[j] = par[4 * j];
+          pz[j] = par[4 * j + 1];
+          qs[j] = par[4 * j + 2];
+          qz[j] = par[4 * j + 3];
         }
-        const std::size_t n = (std::min(r1, (block + 1) * B) - r) * G;
-        bitpack::unpack_range(w.scale_codes.data(), nstat, w.stat_bits, r * G, n, sc.data());
-        bitpack::unpack_range(w.zero_codes.data(), nstat, w.stat_bits, r * G, n, zc.data());
       }
-      const std::size_t i = (r - first) * G;
+      // The row's statistic codes, unpacked per row: with x, the codes and
+      // the block's parameters they stay in L1.
+      k.unpack_codes(w.scale_codes.data(), nstat, w.stat_bits, r * G, G, sc.data());
+      k.unpack_codes(w.zero_codes.data(), nstat, w.stat_bits, r * G, G, zc.data());
       const float zero_term =
-          k.group_scales({&sc[i], &zc[i], ps.data(), pz.data(), qs.data(), qz.data(), A.data()}, G, s.data());
+          k.group_scales({sc.data(), zc.data(), ps.data(), pz.data(), qs.data(), qz.data(), A.data()}, G, s.data());
       for (std::size_t j = 0, t = 0; t < s16.size(); ++j)  // scale j for each 16-code subgroup of group j
         for (std::size_t u = 0; u < per && t < s16.size(); ++u) s16[t++] = s[j];
       const float dense =
@@ -74,7 +75,18 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
                : detail::group_scaled_dot_reference(w.row_codes(r), K, w.bits, xp.data(), s.data(), g);
       y[r] = dense - zero_term;
     }
-    detail::csr_add(starts.data(), w.outlier_col.data(), w.outlier_val.data(), x.data(), y.data(), r0, r1);
+    // The outliers after the dense rows: their gathers from x (natural
+    // order) would otherwise share L1 with the kernel's copy of x. Values
+    // widened per 256 rows.
+    std::vector<float> val;
+    for (std::size_t c0 = r0; c0 < r1; c0 += 256) {
+      const std::size_t c1 = std::min(r1, c0 + 256);
+      val.resize(starts[c1] - starts[c0]);
+      k.halves_to_float(w.outlier_val.data() + starts[c0], val.size(), val.data());
+      for (std::size_t r = c0; r < c1; ++r)
+        y[r] += detail::sparse_dot(w.outlier_col.data() + starts[r], val.data() + (starts[r] - starts[c0]),
+                                   starts[r + 1] - starts[r], x.data());
+    }
   });
 }
 

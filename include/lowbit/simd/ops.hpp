@@ -177,7 +177,8 @@ inline i8<Tag> table16(const std::int8_t* t) noexcept {
 }
 
 // Byte lookup within 128-bit lanes (pshufb, tbl): out[i] = t[16 (i / 16) +
-// idx[i]] for idx[i] < 16.
+// idx[i]] for idx[i] < 16, and 0 for idx[i] >= 0x80 (pshufb's zeroing bit,
+// out of tbl's range).
 template <class Tag>
 inline i8<Tag> lookup16([[maybe_unused]] i8<Tag> t, [[maybe_unused]] u8<Tag> idx) noexcept {
 #if defined(__AVX2__)
