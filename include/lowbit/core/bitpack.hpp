@@ -49,6 +49,9 @@ constexpr int plane_width(int bits, int p) noexcept {
     }
   return 0;
 }
+// log2 of the runs (bit-fields) per chunk of a plane of width w (8 / w runs):
+// run q is field q mod 8/w of chunk q div 8/w, found with shifts.
+constexpr unsigned fields_log2(int w) noexcept { return w == 8 ? 0u : w == 4 ? 1u : w == 2 ? 2u : 3u; }
 // Codes per chunk and chunks for n codes in a plane of width w.
 constexpr std::size_t chunk_codes(int w) noexcept { return 256u / unsigned(w); }
 constexpr std::size_t plane_chunks(std::size_t n, int w) noexcept { return (n + chunk_codes(w) - 1) / chunk_codes(w); }
@@ -145,9 +148,7 @@ inline void unpack_range(const std::uint8_t* row, std::size_t n, int bits, std::
     const int w = plane_width(bits, p);
     const std::uint8_t* plane = row + plane_offset(n, bits, p);
     const unsigned mask = (1u << w) - 1u;
-    // Run q is bit-field q mod F of chunk q div F, F = 8 / w a power of two:
-    // shifts, not a division per run.
-    const unsigned log_f = w == 8 ? 0u : w == 4 ? 1u : w == 2 ? 2u : 3u;
+    const unsigned log_f = fields_log2(w);
     for (std::size_t run = first / chunk_bytes; run * chunk_bytes < end; ++run) {
       const std::size_t base = run * chunk_bytes, lo = std::max(first, base), hi = std::min(end, base + chunk_bytes);
       const std::uint8_t* src = plane + (run >> log_f) * chunk_bytes;

@@ -111,18 +111,18 @@ struct fp16 {
 static_assert(sizeof(bf16) == 2 && sizeof(fp16) == 2, "storage types must be 2 bytes");
 
 namespace detail {
-// No Inf or NaN among n fp16 bit patterns. Validation runs before every
-// kernel call over whole arrays, so this is written to vectorize: an all-ones
-// exponent plus one carries into bit 15, and blocks of 32 fixed-count loops
-// need no branch per value.
+// No Inf or NaN among n fp16 bit patterns (fp16::is_finite of each).
+// Validation runs before every kernel call over whole arrays, so this is
+// written to vectorize: flags, not a branch per value, in blocks of 32 (a
+// fixed count, which GCC's -O2 cost model vectorizes).
 inline bool all_finite_fp16(const std::uint16_t* h, std::size_t n) noexcept {
-  std::uint16_t carry = 0;
-  const auto flag = [](std::uint16_t v) { return std::uint16_t((v & 0x7C00u) + 0x0400u); };
+  unsigned bad = 0;
+  const auto flag = [](std::uint16_t v) { return unsigned(!fp16::from_bits(v).is_finite()); };
   std::size_t i = 0;
   for (; i + 32 <= n; i += 32)
-    for (std::size_t j = 0; j < 32; ++j) carry |= flag(h[i + j]);
-  for (; i < n; ++i) carry |= flag(h[i]);
-  return (carry & 0x8000u) == 0;
+    for (std::size_t j = 0; j < 32; ++j) bad |= flag(h[i + j]);
+  for (; i < n; ++i) bad |= flag(h[i]);
+  return bad == 0;
 }
 }  // namespace detail
 

@@ -77,7 +77,7 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const 
 
 // Codes [first, first + count) of a packed row of n codes of any width
 // (bitpack::unpack_range), a whole 32-code run per plane and batch: SpQR's
-// statistic codes are unpacked this way for every row block on every call.
+// statistic codes are unpacked this way for every row on every call.
 // Partial runs (first or first + count not a multiple of 32) go through
 // the scalar unpack.
 template <class Tag>
@@ -92,10 +92,11 @@ void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t 
   bitpack::check_bits(bits, "unpack_codes");
   int low = 0;
   for (int p = 0; p < bitpack::plane_count(bits); ++p) {
-    const int w = bitpack::plane_width(bits, p), log_f = w == 8 ? 0 : w == 4 ? 1 : w == 2 ? 2 : 3;
+    const int w = bitpack::plane_width(bits, p);
+    const unsigned log_f = bitpack::fields_log2(w);
     const std::uint8_t* plane = row + bitpack::plane_offset(n, bits, p);
     const auto mask = std::uint8_t((1u << w) - 1u);
-    for (std::size_t q = lo; q < hi; ++q) {  // run q: field q mod 8/w of chunk q div 8/w
+    for (std::size_t q = lo; q < hi; ++q) {
       std::uint8_t* o = out + (q - lo) * run;
       const std::uint8_t* src = plane + (q >> log_f) * run;
       const int shift = w * int(q & ((std::size_t(1) << log_f) - 1));

@@ -1,6 +1,6 @@
 // Sparse outlier add: y[r] += sum_i val[i] x[col[i]] over a CSR row (the
 // outlier part of SpQR), the values already widened from fp16 (one SIMD
-// conversion per row block, kernels/spqr_gemv.hpp). A gather per nonzero:
+// conversion per 256 rows, kernels/spqr_gemv.hpp). A gather per nonzero:
 // at ~1% density its cost is small beside the dense part, so one loop
 // serves every ISA (and is its own scalar reference).
 #pragma once
