@@ -8,6 +8,8 @@
 //   BM_attention_kivi2/<T>      KIVI 2-bit, G = 32, R = 128 (the defaults)
 //   BM_attention_kivi2_g64/<T>  KIVI 2-bit, G = 64
 //   BM_attention_kivi4/<T>      KIVI 4-bit, G = 32
+//   BM_attention_kivi{2,4}_q8/<T>  the same with int8 arithmetic
+//                               (AttentionOptions::activations = int8)
 // Counters: GBps (cache bytes per second), bytes_tok_head (cache bytes per
 // token and kv head, windows included), vs_bf16 (cache size / bf16 cache).
 #include <map>
@@ -43,9 +45,10 @@ const std::pair<std::vector<float>, std::vector<float>>& kv(std::size_t T) {
   return *slot;
 }
 
-AttentionOptions options() {
+AttentionOptions options(Activations a = Activations::fp32) {
   AttentionOptions o;
   o.threads = bench::threads();
+  o.activations = a;
   return o;
 }
 
@@ -84,7 +87,7 @@ void BM_attention_bf16(benchmark::State& st) {
   counters(st, T * row * 2 * 2, T);
 }
 
-void kivi_bench(benchmark::State& st, int bits, int group) {
+void kivi_bench(benchmark::State& st, int bits, int group, Activations a = Activations::fp32) {
   const std::size_t T = std::size_t(st.range(0));
   const auto& [k, v] = kv(T);
   kivi::Cache cache(kivi::Options{heads, kv_heads, dim, bits, group});
@@ -98,7 +101,7 @@ void kivi_bench(benchmark::State& st, int bits, int group) {
   const std::vector<float> q = bench::activations(heads * dim, 5);
   std::vector<float> out(q.size());
   for (auto _ : st) {
-    attention(cache, q.data(), out.data(), options());
+    attention(cache, q.data(), out.data(), options(a));
     benchmark::DoNotOptimize(out.data());
   }
   counters(st, cache.memory_bytes(), T);
@@ -106,6 +109,8 @@ void kivi_bench(benchmark::State& st, int bits, int group) {
 void BM_attention_kivi2(benchmark::State& st) { kivi_bench(st, 2, 32); }
 void BM_attention_kivi2_g64(benchmark::State& st) { kivi_bench(st, 2, 64); }
 void BM_attention_kivi4(benchmark::State& st) { kivi_bench(st, 4, 32); }
+void BM_attention_kivi2_q8(benchmark::State& st) { kivi_bench(st, 2, 32, Activations::int8); }
+void BM_attention_kivi4_q8(benchmark::State& st) { kivi_bench(st, 4, 32, Activations::int8); }
 
 #define LOWBIT_ATTENTION_BENCH(fn) BENCHMARK(fn)->Arg(1024)->Arg(4096)->Arg(32768)->Unit(benchmark::kMicrosecond)
 LOWBIT_ATTENTION_BENCH(BM_attention_fp32);
@@ -113,6 +118,8 @@ LOWBIT_ATTENTION_BENCH(BM_attention_bf16);
 LOWBIT_ATTENTION_BENCH(BM_attention_kivi2);
 LOWBIT_ATTENTION_BENCH(BM_attention_kivi2_g64);
 LOWBIT_ATTENTION_BENCH(BM_attention_kivi4);
+LOWBIT_ATTENTION_BENCH(BM_attention_kivi2_q8);
+LOWBIT_ATTENTION_BENCH(BM_attention_kivi4_q8);
 
 }  // namespace
 

@@ -244,6 +244,60 @@ TEST_CASE("kivi: fused attention equals attention over the dequantized cache, ev
   }
 }
 
+TEST_CASE("kivi: int8 attention equals its scalar reference on every ISA, falls back where it does not apply",
+          "[kivi][attention]") {
+  struct Case {
+    int heads, kv_heads, dim, bits, group, residual;
+    std::size_t T;
+  };
+  // dim 128 / 64 / 96 (one chunk per row, half a chunk, three fields), value
+  // groups 32 and 64, odd tiles; dim 40 and 24 (not whole fields) and value
+  // group 16 (keys int8, values fp32) take the fp32 arithmetic.
+  const Case cases[] = {
+      {8, 8, 64, 2, 32, 64, 0},     {8, 8, 64, 2, 32, 64, 1},     {8, 2, 128, 2, 32, 128, 33},
+      {8, 2, 128, 2, 32, 128, 300}, {8, 2, 128, 4, 32, 128, 517}, {16, 2, 64, 2, 32, 32, 200},
+      {16, 2, 64, 4, 64, 64, 131},  {12, 4, 96, 4, 32, 32, 161},  {4, 1, 96, 2, 96, 96, 290},
+      {8, 1, 64, 2, 16, 32, 99},    {6, 2, 24, 2, 8, 16, 77},     {5, 1, 40, 4, 8, 24, 50},
+  };
+  for (const Case& cs : cases) {
+    const kivi::Options o = small_options(cs.heads, cs.kv_heads, cs.dim, cs.bits, cs.group, cs.residual);
+    const KvData x = kv_data(cs.T, cs.kv_heads, cs.dim, 15);
+    kivi::Cache cache(o);
+    cache.append_bulk(x.k.data(), x.v.data(), cs.T);
+    const std::vector<float> q = test::gaussian(std::size_t(cs.heads * cs.dim), 19);
+    AttentionOptions a8;
+    a8.activations = Activations::int8;
+    std::vector<float> want(q.size());
+    set_isa(isa::scalar);
+    attention(cache, q.data(), want.data(), a8);
+    reset_isa();
+    const bool applies = cs.dim % 32 == 0;
+    test::for_each_isa([&](isa) {
+      INFO("heads " << cs.heads << "/" << cs.kv_heads << " dim " << cs.dim << " bits " << cs.bits << " group "
+                    << cs.group << " T " << cs.T);
+      std::vector<float> out(q.size(), 1e9f), out3(q.size(), 1e9f), f32(q.size(), 1e9f);
+      attention(cache, q.data(), out.data(), a8);
+      a8.threads = 3;
+      attention(cache, q.data(), out3.data(), a8);
+      a8.threads = 0;
+      REQUIRE(out3 == out);
+      attention(cache, q.data(), f32.data());
+      if (!applies) REQUIRE(out == f32);  // no whole fields: the fp32 arithmetic, bit for bit
+      float top = 0.0f;
+      for (float w : want) top = std::max(top, std::fabs(w));
+      for (std::size_t i = 0; i < q.size(); ++i) {
+        // The query codes are the same (the same float operations, one
+        // step per key block); the probabilities come from xsimd::exp and
+        // std::exp a few ulp apart, so a weight on a rounding boundary can
+        // move one step (1/127 of its tile's largest weight). 1e-3 of the
+        // largest output covers a few such moves; a wrong lane order,
+        // group or step is off by the size of the output.
+        REQUIRE(std::fabs(out[i] - want[i]) <= 1e-3f * top + 1e-6f);
+      }
+    });
+  }
+}
+
 TEST_CASE("kivi: 4 bits far below 2 bits, per-channel keys beat per-token keys with outlier channels",
           "[kivi][quality]") {
   const int heads = 32, kvh = 8, dim = 128;
@@ -260,7 +314,7 @@ TEST_CASE("kivi: 4 bits far below 2 bits, per-channel keys beat per-token keys w
   const float scale = 1.0f / std::sqrt(float(dim));
   const std::vector<Matrix> K = dense_heads(x.k, T, kvh, dim), V = dense_heads(x.v, T, kvh, dim);
   const std::vector<float> exact = reference_attention(K, V, heads, q, scale);
-  double err[2];
+  double err[2], err8[2];
   for (int b = 0; b < 2; ++b) {
     kivi::Options o = small_options(heads, kvh, dim, b ? 4 : 2);
     kivi::Cache cache(o);
@@ -268,7 +322,20 @@ TEST_CASE("kivi: 4 bits far below 2 bits, per-channel keys beat per-token keys w
     std::vector<float> out(q.size());
     attention(cache, q.data(), out.data());
     err[b] = rel_error(out, exact);
+    AttentionOptions a8;
+    a8.activations = Activations::int8;
+    attention(cache, q.data(), out.data(), a8);
+    err8[b] = rel_error(out, exact);
   }
+  WARN("int8 arithmetic: 2-bit " << err8[0] << ", 4-bit " << err8[1]);
+  // int8 queries and probabilities (steps of 1/127 of each key block's and
+  // value tile's largest) add little to a 2-bit cache's error and visibly
+  // to a 4-bit one's: attention this focused turns a score error into a
+  // probability error, and a 4-bit code sum carries 5x the query rounding
+  // of a 2-bit one. Measured: 2-bit 0.6309 -> 0.6335, 4-bit 0.1114 -> 0.1278.
+  CHECK(err8[0] <= 1.02 * err[0]);
+  CHECK(err8[1] <= 1.25 * err[1]);
+  CHECK(err8[1] < err8[0] / 4);
   WARN("KIVI attention output error vs fp32 cache, T = 1024: 2-bit " << err[0] << ", 4-bit " << err[1]);
   // Measured: 2-bit 0.63, 4-bit 0.11 (5.7x lower). With attention this
   // focused the output is a few value rows, so the error is about a 2-bit

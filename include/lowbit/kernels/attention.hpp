@@ -20,6 +20,13 @@ namespace lowbit {
 struct AttentionOptions {
   float scale = 0.0f;  // softmax(scale * q . k); 0 means 1 / sqrt(head_dim)
   int threads = 0;     // 0: lowbit::num_threads()
+  // int8: over a KIVI cache's quantized tokens, the key-scaled query of each
+  // key block and the scaled probabilities of each 32-token tile are int8
+  // (one step each) and the code sums integer dot products
+  // (kernels/attention_kernel.hpp), when head_dim and the value group are
+  // multiples of 32. fp32: exact up to float rounding. The residual window
+  // and dense caches are fp32 either way.
+  Activations activations = Activations::fp32;
 };
 
 // A dense cache's shape. Its K and V arrays are kv_heads x capacity x
@@ -62,6 +69,7 @@ void run_attention(int heads, int kv_heads, int head_dim, std::size_t tokens, co
       job.q = q + h0 * d;
       job.out = out + h0 * d;
       job.scale = scale;
+      job.int8 = o.activations == Activations::int8;
       k.attend(job);
     }
   });

@@ -18,12 +18,22 @@
 // tile shared by up to four query heads (register blocking), the memory
 // traffic is the codes' (2 or 4 bits per element), and the softmax is exact
 // (max subtracted, xsimd::exp).
+//
+// int8 arithmetic (AttendJob::int8, AttentionOptions::activations = int8),
+// on the code runs of a head_dim that is whole 32-code fields: the scaled
+// query q~ of each key block and the scaled probabilities p_t s_tg of each
+// tile of 32 value tokens and channel group are quantized to int8 with one
+// step each (quantize_i8), and the sums over codes become integer dot
+// products (vpdpbusd / pmaddubsw / NEON; simd/ops.hpp), as llama.cpp turns
+// the query into q8 blocks for a quantized K cache. The windows stay fp32.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -54,7 +64,33 @@ struct AttendJob {
   float scale = 1.0f;        // softmax(scale * q . k)
   KvRows keys[2], values[3];
   int key_runs = 0, value_runs = 0;
+  bool int8 = false;  // int8 dot products on the code runs where int8_keys / int8_values allow
 };
+
+// The code runs the int8 arithmetic applies to: whole 32-code fields per
+// token row, and (values) channel groups of whole fields, so that a field
+// has one statistic per token.
+inline bool int8_keys(const AttendJob& j, const KvRows& r) noexcept {
+  return j.int8 && r.kind == KvRows::Kind::codes && j.dim % bitpack::chunk_bytes == 0;
+}
+inline bool int8_values(const AttendJob& j, const KvRows& r) noexcept {
+  return int8_keys(j, r) && r.codes->group % bitpack::chunk_bytes == 0;
+}
+
+// Symmetric int8 of v[0, n): q[i] = nearbyint(v[i] * (127 / max|v|)), ties to
+// even; returns the step max|v| / 127 (0, and all codes 0, for an all-zero v).
+// The scalar meaning of Attend<Tag>::quantize_i8, which gives the same codes.
+inline float quantize_i8(const float* v, std::size_t n, std::int8_t* q) noexcept {
+  float top = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) top = std::max(top, std::fabs(v[i]));
+  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+  for (std::size_t i = 0; i < n; ++i) q[i] = std::int8_t(std::nearbyint(v[i] * inv));
+  return top / 127.0f;
+}
+
+// Value tokens per pass of the kernel (their rows stay in L1); int8 weights
+// are quantized per such tile.
+inline constexpr std::size_t attend_tile = 32;
 
 inline float kv_element(const KvRows& r, std::size_t t, std::size_t c) noexcept {
   switch (r.kind) {
@@ -67,29 +103,79 @@ inline float kv_element(const KvRows& r, std::size_t t, std::size_t c) noexcept 
 
 // Scalar reference: element by element from the stored (or dequantized)
 // values, double accumulation.
+// With job.int8, the code runs that int8_keys / int8_values allow are
+// computed as the kernel does: quantized q~ per key block, quantized
+// p_t s_tg per tile and group, exact integer sums.
 inline void attend_reference(const AttendJob& job) {
+  const std::size_t d = job.dim;
   std::size_t T = 0;
   for (int r = 0; r < job.key_runs; ++r) T += job.keys[r].tokens;
   std::vector<double> p(T);
+  std::vector<float> qe(d), w(attend_tile);
+  std::vector<std::int8_t> q8(std::max(d, attend_tile));
   for (int h = 0; h < job.heads; ++h) {
-    const float* q = job.q + std::size_t(h) * job.dim;
-    float* out = job.out + std::size_t(h) * job.dim;
+    const float* q = job.q + std::size_t(h) * d;
+    float* out = job.out + std::size_t(h) * d;
     double top = -std::numeric_limits<double>::infinity(), sum = 0;
-    for (int r = 0, t0 = 0; r < job.key_runs; t0 += int(job.keys[r].tokens), ++r)
-      for (std::size_t t = 0; t < job.keys[r].tokens; ++t) {
+    for (int r = 0, t0 = 0; r < job.key_runs; t0 += int(job.keys[r].tokens), ++r) {
+      const KvRows& run = job.keys[r];
+      const bool i8 = int8_keys(job, run);
+      double step = 0, bias = 0;
+      for (std::size_t t = 0; t < run.tokens; ++t) {
         double s = 0;
-        for (std::size_t c = 0; c < job.dim; ++c) s += double(q[c]) * double(kv_element(job.keys[r], t, c));
-        p[std::size_t(t0) + t] = s * double(job.scale);
+        if (i8) {
+          const KvCodes& c = *run.codes;
+          const std::size_t a = run.first + t;
+          if (t == 0 || a % c.group == 0) {  // a new key block: q~ = (q scale) s_c, quantized
+            bias = 0;
+            for (std::size_t ch = 0; ch < d; ++ch) {
+              const std::size_t i = c.stat_index(a, ch);
+              qe[ch] = q[ch] * job.scale * fp16::from_bits(c.scale[i]).to_float();
+              bias += double(q[ch]) * double(fp16::from_bits(c.min[i]).to_float());
+            }
+            step = quantize_i8(qe.data(), d, q8.data());
+            bias *= double(job.scale);
+          }
+          std::int64_t dot = 0;
+          for (std::size_t ch = 0; ch < d; ++ch) dot += std::int64_t(q8[ch]) * c.code(a, ch);
+          p[std::size_t(t0) + t] = step * double(dot) + bias;
+        } else {
+          for (std::size_t ch = 0; ch < d; ++ch) s += double(q[ch]) * double(kv_element(run, t, ch));
+          p[std::size_t(t0) + t] = s * double(job.scale);
+        }
         top = std::max(top, p[std::size_t(t0) + t]);
       }
-    for (double& x : p) sum += (x = std::exp(x - top));
-    for (std::size_t c = 0; c < job.dim; ++c) {
-      double o = 0;
-      for (int r = 0, t0 = 0; r < job.value_runs; t0 += int(job.values[r].tokens), ++r)
-        for (std::size_t t = 0; t < job.values[r].tokens; ++t)
-          o += p[std::size_t(t0) + t] * double(kv_element(job.values[r], t, c));
-      out[c] = T ? float(o / sum) : 0.0f;
     }
+    for (double& x : p) sum += (x = std::exp(x - top));
+    std::vector<double> o(d, 0.0);
+    for (int r = 0, t0 = 0; r < job.value_runs; t0 += int(job.values[r].tokens), ++r) {
+      const KvRows& run = job.values[r];
+      if (!int8_values(job, run)) {
+        for (std::size_t t = 0; t < run.tokens; ++t)
+          for (std::size_t ch = 0; ch < d; ++ch) o[ch] += p[std::size_t(t0) + t] * double(kv_element(run, t, ch));
+        continue;
+      }
+      const KvCodes& c = *run.codes;
+      for (std::size_t a = 0; a < run.tokens; a += attend_tile) {  // tiles from the run's start, as the kernel
+        const std::size_t n = std::min(attend_tile, run.tokens - a);
+        for (std::size_t g = 0; g < d / c.group; ++g) {
+          double zero = 0;
+          for (std::size_t t = 0; t < n; ++t) {
+            const std::size_t i = c.stat_index(run.first + a + t, g * c.group);
+            const float pt = float(p[std::size_t(t0) + a + t]);
+            w[t] = pt * fp16::from_bits(c.scale[i]).to_float();
+            zero += double(pt) * double(fp16::from_bits(c.min[i]).to_float());
+          }
+          const double step = quantize_i8(w.data(), n, q8.data());
+          for (std::size_t ch = g * c.group; ch < (g + 1) * c.group; ++ch) {
+            std::int64_t dot = 0;
+            for (std::size_t t = 0; t < n; ++t) dot += std::int64_t(q8[t]) * c.code(run.first + a + t, ch);
+            o[ch] += step * double(dot) + zero;
+          }
+        }
+      }
+    }
+    for (std::size_t ch = 0; ch < d; ++ch) out[ch] = T ? float(o[ch] / sum) : 0.0f;
   }
 }
 
@@ -98,7 +184,7 @@ struct Attend {
   using F = simd::f32<Tag>;
   using I = simd::i32<Tag>;
   static constexpr std::size_t L = F::size;
-  static constexpr std::size_t tile = 32;  // value tokens per pass: their rows stay in L1
+  static constexpr std::size_t tile = attend_tile;  // value tokens per pass: their rows stay in L1
 
   // Row cursors: c(m) is the float batch of channels L*m .. L*m + L - 1.
   struct F32Row {
@@ -240,6 +326,132 @@ struct Attend {
     }
   }
 
+  // --- int8 arithmetic (int8_keys / int8_values) ---
+  using U8 = simd::u8<Tag>;
+  using S8 = simd::i8<Tag>;
+  using I16 = simd::i16<Tag>;
+  static constexpr std::size_t W = U8::size;                 // bytes per batch (16 or 32)
+  static constexpr std::size_t field = bitpack::chunk_bytes;  // codes per field: channels 32 j .. 32 j + 31
+
+  // Field j of a code row: the bytes of its chunk and its shift (core/bitpack.hpp).
+  template <int B>
+  static LOWBIT_ALWAYS_INLINE U8 field_codes(const CodeRow<B>& r, std::size_t j, std::size_t b) noexcept {
+    constexpr std::size_t chunk = 8 * field / B;
+    const std::size_t i = r.first + field * j;
+    const std::uint8_t* p = r.page + (i / chunk) * bitpack::chunk_bytes;
+    return simd::shr_mask<Tag>(U8::load_unaligned(p + b), int(B * ((i % chunk) / field)), (1 << B) - 1);
+  }
+
+  // detail::quantize_i8 over batches: the same float operations, so the same codes.
+  static LOWBIT_ALWAYS_INLINE float quantize_i8(const float* v, std::size_t n, std::int8_t* q) noexcept {
+    F top(0.0f);
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) top = xsimd::max(top, xsimd::abs(F::load_unaligned(v + i)));
+    alignas(64) float lanes[L];
+    top.store_aligned(lanes);
+    float m = 0.0f;
+    for (float x : lanes) m = std::max(m, x);
+    for (std::size_t k = i; k < n; ++k) m = std::max(m, std::fabs(v[k]));
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    for (i = 0; i + L <= n; i += L) simd::narrow_i8<Tag>(xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)), q + i);
+    for (; i < n; ++i) q[i] = std::int8_t(std::nearbyint(v[i] * inv));
+    return m / 127.0f;
+  }
+
+  // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n:
+  // TT = L / HB tokens at a time, int32 sums, one haddp per HB * TT scores.
+  template <int HB, int B>
+  static void scores_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
+                        const std::int8_t* q8, const float* step, const float* bias, float* s,
+                        std::size_t lds) noexcept {
+    constexpr std::size_t TT = L / HB;
+    for (std::size_t t = 0; t < n; t += TT) {
+      I acc[L];
+      for (auto& a : acc) a = I(0);
+      CodeRow<B> r[TT];
+      for (std::size_t k = 0; k < TT; ++k) r[k] = rows.row(t0 + std::min(t + k, n - 1));
+      for (std::size_t j = 0; j < dim / field; ++j)
+        for (std::size_t b = 0; b < field; b += W)
+          for (std::size_t k = 0; k < TT; ++k) {
+            const U8 c = field_codes(r[k], j, b);
+            for (int h = 0; h < HB; ++h)
+              acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
+                  acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
+          }
+      F f[L];
+      for (std::size_t i = 0; i < L; ++i) f[i] = xsimd::to_float(acc[i]);  // exact: |sum| < 2^24
+      alignas(64) float sum[L];
+      xsimd::haddp(f).store_aligned(sum);
+      for (int h = 0; h < HB; ++h)
+        for (std::size_t k = 0; k < TT && t + k < n; ++k)
+          s[std::size_t(h) * lds + t + k] = sum[std::size_t(h) * TT + k] * step[h] + bias[h];
+    }
+  }
+
+  // The channel (within its W-channel part of a field) of each float that
+  // accumulate_i8 writes: pairs of rows are byte-interleaved (xsimd zip, in
+  // 128-bit lanes on x86), pair sums widen in order.
+  static const std::uint8_t* value_order() noexcept {
+    static const auto order = [] {
+      alignas(64) std::uint8_t idx[W], lo[W], hi[W];
+      for (std::size_t i = 0; i < W; ++i) idx[i] = std::uint8_t(i);
+      const U8 v = U8::load_aligned(idx);
+      xsimd::zip_lo(v, v).store_aligned(lo);
+      xsimd::zip_hi(v, v).store_aligned(hi);
+      std::array<std::uint8_t, W> o{};
+      for (std::size_t j = 0; j < W / 2; ++j) {
+        o[j] = lo[2 * j];
+        o[W / 2 + j] = hi[2 * j];
+      }
+      return o;
+    }();
+    return order.data();
+  }
+
+  // acc[h * dim + 32 j + b + i] += step[h * ng + g] * sum_t w8[(h * ng + g) * tile + t] code(t0 + t, c),
+  // c = 32 j + b + value_order()[i], g = c / group; n <= tile, w8 zero-padded
+  // to even n. Two rows byte-interleaved give one pmaddubsw per head for two
+  // tokens; int16 sums are flushed before they could overflow.
+  template <int HB, int B>
+  static void accumulate_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
+                            const std::int8_t* w8, const float* step, std::size_t ng, std::size_t group,
+                            float* acc) noexcept {
+    constexpr std::size_t flush_pairs = 32767 / (2 * 127 * ((1 << B) - 1));  // 42 at 2 bits, 8 at 4
+    const std::size_t np = (n + 1) / 2;
+    CodeRow<B> cur[tile + 1];
+    for (std::size_t t = 0; t < n; ++t) cur[t] = rows.row(t0 + t);
+    cur[n] = cur[n - 1];  // an odd tile's last pair repeats its row with weight 0
+    for (std::size_t j = 0; j < dim / field; ++j) {
+      const std::size_t g = field * j / group;
+      for (std::size_t b = 0; b < field; b += W)
+        for (std::size_t p0 = 0; p0 < np; p0 += flush_pairs) {
+          I16 lo[HB], hi[HB];
+          for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
+          for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
+            const U8 ca = field_codes(cur[2 * pi], j, b), cb = field_codes(cur[2 * pi + 1], j, b);
+            const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
+            for (int h = 0; h < HB; ++h) {
+              std::int16_t pair;
+              std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * tile + 2 * pi, 2);
+              const S8 wp = simd::bitcast<std::int8_t>(I16(pair));
+              lo[h] += simd::madd_u8i8<Tag>(zl, wp);
+              hi[h] += simd::madd_u8i8<Tag>(zh, wp);
+            }
+          }
+          for (int h = 0; h < HB; ++h) {
+            const F sh(step[std::size_t(h) * ng + g]);
+            float* o = acc + std::size_t(h) * dim + field * j + b;
+            for (const I16& v : {lo[h], hi[h]}) {
+              const auto [x0, x1] = simd::widen_i16<Tag>(v);
+              xsimd::fma(sh, xsimd::to_float(x0), F::load_unaligned(o)).store_unaligned(o);
+              xsimd::fma(sh, xsimd::to_float(x1), F::load_unaligned(o + L)).store_unaligned(o + L);
+              o += 2 * L;
+            }
+          }
+        }
+    }
+  }
+
   template <class F_>
   static void with_rows(const KvRows& r, F_&& f) {
     switch (r.kind) {
@@ -253,7 +465,8 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, acc, zsum, st_scale, st_min, raw, rows_f;
+    thread_local std::vector<float> S, qe, w, wstep, acc, acc8, zsum, st_scale, st_min, raw, rows_f;
+    thread_local std::vector<std::int8_t> q8;
     rows_f.resize(tile * d);
     const auto decode_codes = [&](const KvCodes& c, std::size_t first, std::size_t n, std::size_t dim) {
       if (c.bits == 2) decode(CodeRows<2>(c), first, n, dim, rows_f.data());
@@ -292,6 +505,19 @@ struct Attend {
           }
           bias[h] = xsimd::hadd(b) * job.scale;
         }
+        if (int8_keys(job, run)) {
+          float step[HB];
+          q8.resize(HB * d);
+          for (int h = 0; h < HB; ++h)
+            step[h] = quantize_i8(qe.data() + std::size_t(h) * d, d, q8.data() + std::size_t(h) * d);
+          const auto go = [&](const auto& rows) {
+            scores_i8<HB>(rows, a, end - a, d, q8.data(), step, bias, S.data() + t_off + (a - run.first), T);
+          };
+          if (c.bits == 2) go(CodeRows<2>(c));
+          else go(CodeRows<4>(c));
+          a = end;
+          continue;
+        }
         for (std::size_t a1 = a; a1 < end; a1 += tile) {
           const std::size_t n = std::min(tile, end - a1);
           decode_codes(c, a1, n, d);
@@ -306,7 +532,15 @@ struct Attend {
     for (int h = 0; h < HB; ++h) {
       float* s = S.data() + std::size_t(h) * T;
       float top = -std::numeric_limits<float>::infinity();
-      for (std::size_t t = 0; t < T; ++t) top = std::max(top, s[t]);
+      {
+        F vtop(top);
+        std::size_t t = 0;
+        for (; t + L <= T; t += L) vtop = xsimd::max(vtop, F::load_unaligned(s + t));
+        alignas(64) float lanes[L];
+        vtop.store_aligned(lanes);
+        for (float x : lanes) top = std::max(top, x);
+        for (; t < T; ++t) top = std::max(top, s[t]);
+      }
       F vsum(0.0f);
       std::size_t t = 0;
       for (; t + L <= T; t += L) {
@@ -320,6 +554,8 @@ struct Attend {
     }
 
     // Weighted values.
+    acc8.assign(HB * d, 0.0f);  // int8 runs' sums, in value_order() within each part
+    bool any8 = false;
     std::size_t ngz = 0;
     t_off = 0;
     for (int ri = 0; ri < job.value_runs; t_off += job.values[ri].tokens, ++ri) {
@@ -338,8 +574,14 @@ struct Attend {
             raw.resize(n * ng);
             dst.resize(n * ng);
             simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
-            for (std::size_t t = 0; t < n; ++t)
-              for (std::size_t g = 0; g < ng; ++g) dst[g * n + t] = raw[t * ng + g];
+            alignas(64) std::int32_t lanes[L];
+            for (std::size_t k = 0; k < L; ++k) lanes[k] = std::int32_t(k * ng);
+            const I stride = I::load_aligned(lanes);
+            for (std::size_t g = 0; g < ng; ++g) {
+              std::size_t t = 0;
+              for (; t + L <= n; t += L) F::gather(raw.data() + t * ng + g, stride).store_unaligned(dst.data() + g * n + t);
+              for (; t < n; ++t) dst[g * n + t] = raw[t * ng + g];
+            }
           };
           to_float_gt(run.codes->scale.data(), st_scale);
           to_float_gt(run.codes->min.data(), st_min);
@@ -352,15 +594,39 @@ struct Attend {
             continue;
           }
           for (std::size_t g = 0; g < ng; ++g) {
-            float z = 0.0f;
-            for (std::size_t t = 0; t < n; ++t) {
-              wh[g * n + t] = p[t] * st_scale[g * n + t];
-              z += p[t] * st_min[g * n + t];
+            const float *sc = st_scale.data() + g * n, *mn = st_min.data() + g * n;
+            F zv(0.0f);
+            std::size_t t = 0;
+            for (; t + L <= n; t += L) {
+              const F pv = F::load_unaligned(p + t);
+              (pv * F::load_unaligned(sc + t)).store_unaligned(wh + g * n + t);
+              zv = xsimd::fma(pv, F::load_unaligned(mn + t), zv);
+            }
+            float z = xsimd::hadd(zv);
+            for (; t < n; ++t) {
+              wh[g * n + t] = p[t] * sc[t];
+              z += p[t] * mn[t];
             }
             zsum[std::size_t(h) * ng + g] += z;
           }
         }
-        if (codes) {
+        if (codes && int8_values(job, run)) {
+          wstep.resize(HB * ng);
+          float* step = wstep.data();
+          q8.resize(HB * ng * tile);
+          for (int h = 0; h < HB; ++h)
+            for (std::size_t g = 0; g < ng; ++g) {
+              std::int8_t* wq = q8.data() + (std::size_t(h) * ng + g) * tile;
+              step[std::size_t(h) * ng + g] = quantize_i8(w.data() + (std::size_t(h) * ng + g) * n, n, wq);
+              if (n % 2) wq[n] = 0;
+            }
+          const auto go = [&](const auto& rows) {
+            accumulate_i8<HB>(rows, run.first + t0, n, d, q8.data(), step, ng, group, acc8.data());
+          };
+          if (run.codes->bits == 2) go(CodeRows<2>(*run.codes));
+          else go(CodeRows<4>(*run.codes));
+          any8 = true;
+        } else if (codes) {
           decode_codes(*run.codes, run.first + t0, n, d);
           accumulate<HB>(F32Rows{rows_f.data(), d}, 0, n, d, w.data(), ng, group, acc.data());
         } else {
@@ -369,6 +635,12 @@ struct Attend {
       }
     }
 
+    if (any8) {
+      const std::uint8_t* order = value_order();
+      for (std::size_t h = 0; h < HB; ++h)
+        for (std::size_t c0 = 0; c0 < d; c0 += W)
+          for (std::size_t i = 0; i < W; ++i) acc[h * d + c0 + order[i]] += acc8[h * d + c0 + i];
+    }
     for (int h = 0; h < HB; ++h) {
       float* out = job.out + std::size_t(h0 + h) * d;
       const float inv = T ? 1.0f / total[h] : 0.0f;

@@ -166,6 +166,36 @@ inline std::pair<i32<Tag>, i32<Tag>> widen_i16([[maybe_unused]] i16<Tag> v) noex
   return {};
 }
 
+// int32 lanes narrowed to bytes: out[j] = int8_t(v[j]) for every lane j,
+// v[j] in [-128, 127] (saturating packs; exact in range).
+template <class Tag>
+inline void narrow_i8([[maybe_unused]] i32<Tag> v, [[maybe_unused]] std::int8_t* out) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) {  // packs work within 128-bit lanes: lanes 0-3 and 4-7 land in each half's low dword
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(__m256i(v), __m256i(v)), _mm256_setzero_si256());
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
+                     _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+    return;
+  }
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) {
+    const int b = _mm_cvtsi128_si32(_mm_packs_epi16(_mm_packs_epi32(__m128i(v), __m128i(v)), _mm_setzero_si128()));
+    std::memcpy(out, &b, 4);
+    return;
+  }
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>) {
+    const int8x8_t b = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vdup_n_s16(0)));
+    const std::int32_t w = vget_lane_s32(vreinterpret_s32_s8(b), 0);
+    std::memcpy(out, &w, 4);
+    return;
+  }
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "narrow_i8: no implementation for this ISA");
+}
+
 // A 16-byte table in every 128-bit lane: out[i] = t[i % 16].
 template <class Tag>
 inline i8<Tag> table16(const std::int8_t* t) noexcept {
