@@ -111,8 +111,8 @@ inline void attend_reference(const AttendJob& job) {
   std::size_t T = 0;
   for (int r = 0; r < job.key_runs; ++r) T += job.keys[r].tokens;
   std::vector<double> p(T);
-  std::vector<float> qe(d), w(attend_tile);
-  std::vector<std::int8_t> q8(std::max(d, attend_tile));
+  std::vector<float> qe(d), w;
+  std::vector<std::int8_t> q8(d);
   for (int h = 0; h < job.heads; ++h) {
     const float* q = job.q + std::size_t(h) * d;
     float* out = job.out + std::size_t(h) * d;
@@ -156,22 +156,27 @@ inline void attend_reference(const AttendJob& job) {
         continue;
       }
       const KvCodes& c = *run.codes;
+      const std::size_t ng = d / c.group;
+      w.resize(ng * attend_tile);
+      q8.resize(std::max(d, ng * attend_tile));
+      std::vector<double> zero(ng);
       for (std::size_t a = 0; a < run.tokens; a += attend_tile) {  // tiles from the run's start, as the kernel
         const std::size_t n = std::min(attend_tile, run.tokens - a);
-        for (std::size_t g = 0; g < d / c.group; ++g) {
-          double zero = 0;
+        for (std::size_t g = 0; g < ng; ++g) {  // w[g][t] = p_t s_tg, one step for the tile
+          zero[g] = 0;
           for (std::size_t t = 0; t < n; ++t) {
             const std::size_t i = c.stat_index(run.first + a + t, g * c.group);
             const float pt = float(p[std::size_t(t0) + a + t]);
-            w[t] = pt * fp16::from_bits(c.scale[i]).to_float();
-            zero += double(pt) * double(fp16::from_bits(c.min[i]).to_float());
+            w[g * n + t] = pt * fp16::from_bits(c.scale[i]).to_float();
+            zero[g] += double(pt) * double(fp16::from_bits(c.min[i]).to_float());
           }
-          const double step = quantize_i8(w.data(), n, q8.data());
-          for (std::size_t ch = g * c.group; ch < (g + 1) * c.group; ++ch) {
-            std::int64_t dot = 0;
-            for (std::size_t t = 0; t < n; ++t) dot += std::int64_t(q8[t]) * c.code(run.first + a + t, ch);
-            o[ch] += step * double(dot) + zero;
-          }
+        }
+        const double step = quantize_i8(w.data(), ng * n, q8.data());
+        for (std::size_t ch = 0; ch < d; ++ch) {
+          const std::size_t g = ch / c.group;
+          std::int64_t dot = 0;
+          for (std::size_t t = 0; t < n; ++t) dot += std::int64_t(q8[g * n + t]) * c.code(run.first + a + t, ch);
+          o[ch] += step * double(dot) + zero[g];
         }
       }
     }
@@ -334,10 +339,12 @@ struct Attend {
   static constexpr std::size_t field = bitpack::chunk_bytes;  // codes per field: channels 32 j .. 32 j + 31
 
   // Field j of a code row: the bytes of its chunk and its shift (core/bitpack.hpp).
-  template <int B>
+  // OnePage: pages of one token (page_tokens() == 1, e.g. dim 128), so every
+  // row starts a page and the field's place is the same for all rows.
+  template <bool OnePage, int B>
   static LOWBIT_ALWAYS_INLINE U8 field_codes(const CodeRow<B>& r, std::size_t j, std::size_t b) noexcept {
     constexpr std::size_t chunk = 8 * field / B;
-    const std::size_t i = r.first + field * j;
+    const std::size_t i = (OnePage ? 0 : r.first) + field * j;
     const std::uint8_t* p = r.page + (i / chunk) * bitpack::chunk_bytes;
     return simd::shr_mask<Tag>(U8::load_unaligned(p + b), int(B * ((i % chunk) / field)), (1 << B) - 1);
   }
@@ -349,8 +356,9 @@ struct Attend {
     for (; i + L <= n; i += L) top = xsimd::max(top, xsimd::abs(F::load_unaligned(v + i)));
     alignas(64) float lanes[L];
     top.store_aligned(lanes);
-    float m = 0.0f;
-    for (float x : lanes) m = std::max(m, x);
+    for (std::size_t half = L / 2; half > 0; half /= 2)  // a tree: independent maxima
+      for (std::size_t k = 0; k < half; ++k) lanes[k] = std::max(lanes[k], lanes[k + half]);
+    float m = lanes[0];
     for (std::size_t k = i; k < n; ++k) m = std::max(m, std::fabs(v[k]));
     const float inv = m > 0.0f ? 127.0f / m : 0.0f;
     for (i = 0; i + L <= n; i += L) simd::narrow_i8<Tag>(xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)), q + i);
@@ -360,7 +368,7 @@ struct Attend {
 
   // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n:
   // TT = L / HB tokens at a time, int32 sums, one haddp per HB * TT scores.
-  template <int HB, int B>
+  template <int HB, bool OnePage, int B>
   static void scores_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
                         const std::int8_t* q8, const float* step, const float* bias, float* s,
                         std::size_t lds) noexcept {
@@ -373,7 +381,7 @@ struct Attend {
       for (std::size_t j = 0; j < dim / field; ++j)
         for (std::size_t b = 0; b < field; b += W)
           for (std::size_t k = 0; k < TT; ++k) {
-            const U8 c = field_codes(r[k], j, b);
+            const U8 c = field_codes<OnePage>(r[k], j, b);
             for (int h = 0; h < HB; ++h)
               acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
                   acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
@@ -408,14 +416,16 @@ struct Attend {
     return order.data();
   }
 
-  // acc[h * dim + 32 j + b + i] += step[h * ng + g] * sum_t w8[(h * ng + g) * tile + t] code(t0 + t, c),
-  // c = 32 j + b + value_order()[i], g = c / group; n <= tile, w8 zero-padded
-  // to even n. Two rows byte-interleaved give one pmaddubsw per head for two
-  // tokens; int16 sums are flushed before they could overflow.
-  template <int HB, int B>
+  // acc[h * dim + 32 j + b + i] += step[h] * sum_t w8[(h * ng + g) * ws + t] code(t0 + t, c),
+  // c = 32 j + b + value_order()[i], g = c / group, ng = dim / group; n <= tile,
+  // ws >= n even, w8 zero at n when n is odd. Two rows byte-interleaved give
+  // one pmaddubsw per head for two tokens; int16 sums are flushed before they
+  // could overflow.
+  template <int HB, bool OnePage, int B>
   static void accumulate_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
-                            const std::int8_t* w8, const float* step, std::size_t ng, std::size_t group,
+                            const std::int8_t* w8, std::size_t ws, const float* step, std::size_t group,
                             float* acc) noexcept {
+    const std::size_t ng = dim / group;
     constexpr std::size_t flush_pairs = 32767 / (2 * 127 * ((1 << B) - 1));  // 42 at 2 bits, 8 at 4
     const std::size_t np = (n + 1) / 2;
     CodeRow<B> cur[tile + 1];
@@ -428,18 +438,18 @@ struct Attend {
           I16 lo[HB], hi[HB];
           for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
           for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
-            const U8 ca = field_codes(cur[2 * pi], j, b), cb = field_codes(cur[2 * pi + 1], j, b);
+            const U8 ca = field_codes<OnePage>(cur[2 * pi], j, b), cb = field_codes<OnePage>(cur[2 * pi + 1], j, b);
             const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
             for (int h = 0; h < HB; ++h) {
               std::int16_t pair;
-              std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * tile + 2 * pi, 2);
+              std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
               const S8 wp = simd::bitcast<std::int8_t>(I16(pair));
               lo[h] += simd::madd_u8i8<Tag>(zl, wp);
               hi[h] += simd::madd_u8i8<Tag>(zh, wp);
             }
           }
           for (int h = 0; h < HB; ++h) {
-            const F sh(step[std::size_t(h) * ng + g]);
+            const F sh(step[h]);
             float* o = acc + std::size_t(h) * dim + field * j + b;
             for (const I16& v : {lo[h], hi[h]}) {
               const auto [x0, x1] = simd::widen_i16<Tag>(v);
@@ -465,7 +475,7 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, wstep, acc, acc8, zsum, st_scale, st_min, raw, rows_f;
+    thread_local std::vector<float> S, qe, w, acc, acc8, zsum, st_scale, st_min, raw, rows_f;
     thread_local std::vector<std::int8_t> q8;
     rows_f.resize(tile * d);
     const auto decode_codes = [&](const KvCodes& c, std::size_t first, std::size_t n, std::size_t dim) {
@@ -511,7 +521,9 @@ struct Attend {
           for (int h = 0; h < HB; ++h)
             step[h] = quantize_i8(qe.data() + std::size_t(h) * d, d, q8.data() + std::size_t(h) * d);
           const auto go = [&](const auto& rows) {
-            scores_i8<HB>(rows, a, end - a, d, q8.data(), step, bias, S.data() + t_off + (a - run.first), T);
+            float* sa = S.data() + t_off + (a - run.first);
+            if (rows.page_shift == 0) scores_i8<HB, true>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
+            else scores_i8<HB, false>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
           };
           if (c.bits == 2) go(CodeRows<2>(c));
           else go(CodeRows<4>(c));
@@ -566,9 +578,10 @@ struct Attend {
         ngz = ng;
         zsum.assign(HB * ng, 0.0f);
       }
-      w.resize(HB * tile * ng);
+      w.resize(HB * (tile + 1) * ng);
+      const bool i8 = codes && int8_values(job, run);
       for (std::size_t t0 = 0; t0 < run.tokens; t0 += tile) {
-        const std::size_t n = std::min(tile, run.tokens - t0);
+        const std::size_t n = std::min(tile, run.tokens - t0), ws = i8 ? n + n % 2 : n;  // w's stride per group
         if (codes) {  // the tile's statistics as floats, transposed to [g][t], once for all heads
           const auto to_float_gt = [&](const std::uint16_t* src, std::vector<float>& dst) {
             raw.resize(n * ng);
@@ -588,7 +601,7 @@ struct Attend {
         }
         for (int h = 0; h < HB; ++h) {
           const float* p = S.data() + std::size_t(h) * T + t_off + t0;
-          float* wh = w.data() + std::size_t(h) * ng * n;
+          float* wh = w.data() + std::size_t(h) * ng * ws;
           if (!codes) {
             std::copy(p, p + n, wh);
             continue;
@@ -599,29 +612,27 @@ struct Attend {
             std::size_t t = 0;
             for (; t + L <= n; t += L) {
               const F pv = F::load_unaligned(p + t);
-              (pv * F::load_unaligned(sc + t)).store_unaligned(wh + g * n + t);
+              (pv * F::load_unaligned(sc + t)).store_unaligned(wh + g * ws + t);
               zv = xsimd::fma(pv, F::load_unaligned(mn + t), zv);
             }
             float z = xsimd::hadd(zv);
             for (; t < n; ++t) {
-              wh[g * n + t] = p[t] * sc[t];
+              wh[g * ws + t] = p[t] * sc[t];
               z += p[t] * mn[t];
             }
+            if (ws > n) wh[g * ws + n] = 0.0f;  // int8 pairs: an odd tile's last token pairs with weight 0
             zsum[std::size_t(h) * ng + g] += z;
           }
         }
-        if (codes && int8_values(job, run)) {
-          wstep.resize(HB * ng);
-          float* step = wstep.data();
-          q8.resize(HB * ng * tile);
-          for (int h = 0; h < HB; ++h)
-            for (std::size_t g = 0; g < ng; ++g) {
-              std::int8_t* wq = q8.data() + (std::size_t(h) * ng + g) * tile;
-              step[std::size_t(h) * ng + g] = quantize_i8(w.data() + (std::size_t(h) * ng + g) * n, n, wq);
-              if (n % 2) wq[n] = 0;
-            }
+        if (i8) {  // one step per head and tile, over all its groups
+          float step[HB];
+          q8.resize(HB * ng * ws);
+          for (std::size_t h = 0; h < HB; ++h)
+            step[h] = quantize_i8(w.data() + h * ng * ws, ng * ws, q8.data() + h * ng * ws);
           const auto go = [&](const auto& rows) {
-            accumulate_i8<HB>(rows, run.first + t0, n, d, q8.data(), step, ng, group, acc8.data());
+            const std::size_t f = run.first + t0;
+            if (rows.page_shift == 0) accumulate_i8<HB, true>(rows, f, n, d, q8.data(), ws, step, group, acc8.data());
+            else accumulate_i8<HB, false>(rows, f, n, d, q8.data(), ws, step, group, acc8.data());
           };
           if (run.codes->bits == 2) go(CodeRows<2>(*run.codes));
           else go(CodeRows<4>(*run.codes));
