@@ -21,11 +21,11 @@
 //
 // int8 arithmetic (AttendJob::int8, AttentionOptions::activations = int8),
 // on the code runs of a head_dim that is whole 32-code fields: the scaled
-// query q~ of each key block and the scaled probabilities p_t s_tg of each
-// tile of 32 value tokens and channel group are quantized to int8 with one
-// step each (quantize_i8), and the sums over codes become integer dot
-// products (vpdpbusd / pmaddubsw / NEON; simd/ops.hpp), as llama.cpp turns
-// the query into q8 blocks for a quantized K cache. The windows stay fp32.
+// query q~ of each key block and head becomes int8 (one step), the scaled
+// probabilities p_t s_tg of each tile of 32 value tokens and head become
+// uint8 (one step; they are >= 0), and the sums over codes become integer
+// dot products (vpdpbusd / pmaddubsw / NEON; simd/ops.hpp), as llama.cpp
+// turns the query into q8 blocks for a quantized K cache. The windows stay fp32.
 #pragma once
 
 #include <algorithm>
@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../core/types.hpp"
@@ -77,15 +78,20 @@ inline bool int8_values(const AttendJob& j, const KvRows& r) noexcept {
   return int8_keys(j, r) && r.codes->group % bitpack::chunk_bytes == 0;
 }
 
-// Symmetric int8 of v[0, n): q[i] = nearbyint(v[i] * (127 / max|v|)), ties to
-// even; returns the step max|v| / 127 (0, and all codes 0, for an all-zero v).
-// The scalar meaning of Attend<Tag>::quantize_i8, which gives the same codes.
-inline float quantize_i8(const float* v, std::size_t n, std::int8_t* q) noexcept {
+// v[0, n) as bytes with one step: q[i] = nearbyint(v[i] * (M / max|v|)), ties
+// to even, M = 127 for int8_t (symmetric) and 255 for uint8_t (v >= 0: the
+// probability weights); returns the step max|v| / M (0, and all codes 0, for
+// an all-zero v). The scalar meaning of Attend<Tag>::quantize_bytes, which
+// gives the same codes.
+template <class T>
+inline constexpr float byte_levels = std::is_signed_v<T> ? 127.0f : 255.0f;
+template <class T>
+inline float quantize_bytes(const float* v, std::size_t n, T* q) noexcept {
   float top = 0.0f;
   for (std::size_t i = 0; i < n; ++i) top = std::max(top, std::fabs(v[i]));
-  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
-  for (std::size_t i = 0; i < n; ++i) q[i] = std::int8_t(std::nearbyint(v[i] * inv));
-  return top / 127.0f;
+  const float inv = top > 0.0f ? byte_levels<T> / top : 0.0f;
+  for (std::size_t i = 0; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
+  return top / byte_levels<T>;
 }
 
 // Value tokens per pass of the kernel (their rows stay in L1); int8 weights
@@ -113,6 +119,7 @@ inline void attend_reference(const AttendJob& job) {
   std::vector<double> p(T);
   std::vector<float> qe(d), w;
   std::vector<std::int8_t> q8(d);
+  std::vector<std::uint8_t> w8;
   for (int h = 0; h < job.heads; ++h) {
     const float* q = job.q + std::size_t(h) * d;
     float* out = job.out + std::size_t(h) * d;
@@ -133,7 +140,7 @@ inline void attend_reference(const AttendJob& job) {
               qe[ch] = q[ch] * job.scale * fp16::from_bits(c.scale[i]).to_float();
               bias += double(q[ch]) * double(fp16::from_bits(c.min[i]).to_float());
             }
-            step = quantize_i8(qe.data(), d, q8.data());
+            step = quantize_bytes(qe.data(), d, q8.data());
             bias *= double(job.scale);
           }
           std::int64_t dot = 0;
@@ -158,7 +165,7 @@ inline void attend_reference(const AttendJob& job) {
       const KvCodes& c = *run.codes;
       const std::size_t ng = d / c.group;
       w.resize(ng * attend_tile);
-      q8.resize(std::max(d, ng * attend_tile));
+      w8.resize(ng * attend_tile);
       std::vector<double> zero(ng);
       for (std::size_t a = 0; a < run.tokens; a += attend_tile) {  // tiles from the run's start, as the kernel
         const std::size_t n = std::min(attend_tile, run.tokens - a);
@@ -171,11 +178,11 @@ inline void attend_reference(const AttendJob& job) {
             zero[g] += double(pt) * double(fp16::from_bits(c.min[i]).to_float());
           }
         }
-        const double step = quantize_i8(w.data(), ng * n, q8.data());
+        const double step = quantize_bytes(w.data(), ng * n, w8.data());
         for (std::size_t ch = 0; ch < d; ++ch) {
           const std::size_t g = ch / c.group;
           std::int64_t dot = 0;
-          for (std::size_t t = 0; t < n; ++t) dot += std::int64_t(q8[g * n + t]) * c.code(run.first + a + t, ch);
+          for (std::size_t t = 0; t < n; ++t) dot += std::int64_t(w8[g * n + t]) * c.code(run.first + a + t, ch);
           o[ch] += step * double(dot) + zero[g];
         }
       }
@@ -349,8 +356,9 @@ struct Attend {
     return simd::shr_mask<Tag>(U8::load_unaligned(p + b), int(B * ((i % chunk) / field)), (1 << B) - 1);
   }
 
-  // detail::quantize_i8 over batches: the same float operations, so the same codes.
-  static LOWBIT_ALWAYS_INLINE float quantize_i8(const float* v, std::size_t n, std::int8_t* q) noexcept {
+  // detail::quantize_bytes over batches: the same float operations, so the same codes.
+  template <class T>
+  static LOWBIT_ALWAYS_INLINE float quantize_bytes(const float* v, std::size_t n, T* q) noexcept {
     F top(0.0f);
     std::size_t i = 0;
     for (; i + L <= n; i += L) top = xsimd::max(top, xsimd::abs(F::load_unaligned(v + i)));
@@ -360,10 +368,10 @@ struct Attend {
       for (std::size_t k = 0; k < half; ++k) lanes[k] = std::max(lanes[k], lanes[k + half]);
     float m = lanes[0];
     for (std::size_t k = i; k < n; ++k) m = std::max(m, std::fabs(v[k]));
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-    for (i = 0; i + L <= n; i += L) simd::narrow_i8<Tag>(xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)), q + i);
-    for (; i < n; ++i) q[i] = std::int8_t(std::nearbyint(v[i] * inv));
-    return m / 127.0f;
+    const float inv = m > 0.0f ? byte_levels<T> / m : 0.0f;
+    for (i = 0; i + L <= n; i += L) simd::narrow8<Tag>(xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)), q + i);
+    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
+    return m / byte_levels<T>;
   }
 
   // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n:
@@ -423,10 +431,10 @@ struct Attend {
   // could overflow.
   template <int HB, bool OnePage, int B>
   static void accumulate_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
-                            const std::int8_t* w8, std::size_t ws, const float* step, std::size_t group,
+                            const std::uint8_t* w8, std::size_t ws, const float* step, std::size_t group,
                             float* acc) noexcept {
     const std::size_t ng = dim / group;
-    constexpr std::size_t flush_pairs = 32767 / (2 * 127 * ((1 << B) - 1));  // 42 at 2 bits, 8 at 4
+    constexpr std::size_t flush_pairs = 32767 / (2 * 255 * ((1 << B) - 1));  // 21 at 2 bits, 4 at 4
     const std::size_t np = (n + 1) / 2;
     CodeRow<B> cur[tile + 1];
     for (std::size_t t = 0; t < n; ++t) cur[t] = rows.row(t0 + t);
@@ -443,9 +451,9 @@ struct Attend {
             for (int h = 0; h < HB; ++h) {
               std::int16_t pair;
               std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
-              const S8 wp = simd::bitcast<std::int8_t>(I16(pair));
-              lo[h] += simd::madd_u8i8<Tag>(zl, wp);
-              hi[h] += simd::madd_u8i8<Tag>(zh, wp);
+              const U8 wp = simd::bitcast<std::uint8_t>(I16(pair));
+              lo[h] += simd::madd_u8u7<Tag>(wp, zl);
+              hi[h] += simd::madd_u8u7<Tag>(wp, zh);
             }
           }
           for (int h = 0; h < HB; ++h) {
@@ -477,6 +485,7 @@ struct Attend {
     const std::size_t d = job.dim;
     thread_local std::vector<float> S, qe, w, acc, acc8, zsum, st_scale, st_min, raw, rows_f;
     thread_local std::vector<std::int8_t> q8;
+    thread_local std::vector<std::uint8_t> w8;
     rows_f.resize(tile * d);
     const auto decode_codes = [&](const KvCodes& c, std::size_t first, std::size_t n, std::size_t dim) {
       if (c.bits == 2) decode(CodeRows<2>(c), first, n, dim, rows_f.data());
@@ -519,7 +528,7 @@ struct Attend {
           float step[HB];
           q8.resize(HB * d);
           for (int h = 0; h < HB; ++h)
-            step[h] = quantize_i8(qe.data() + std::size_t(h) * d, d, q8.data() + std::size_t(h) * d);
+            step[h] = quantize_bytes(qe.data() + std::size_t(h) * d, d, q8.data() + std::size_t(h) * d);
           const auto go = [&](const auto& rows) {
             float* sa = S.data() + t_off + (a - run.first);
             if (rows.page_shift == 0) scores_i8<HB, true>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
@@ -626,13 +635,13 @@ struct Attend {
         }
         if (i8) {  // one step per head and tile, over all its groups
           float step[HB];
-          q8.resize(HB * ng * ws);
+          w8.resize(HB * ng * ws);
           for (std::size_t h = 0; h < HB; ++h)
-            step[h] = quantize_i8(w.data() + h * ng * ws, ng * ws, q8.data() + h * ng * ws);
+            step[h] = quantize_bytes(w.data() + h * ng * ws, ng * ws, w8.data() + h * ng * ws);
           const auto go = [&](const auto& rows) {
             const std::size_t f = run.first + t0;
-            if (rows.page_shift == 0) accumulate_i8<HB, true>(rows, f, n, d, q8.data(), ws, step, group, acc8.data());
-            else accumulate_i8<HB, false>(rows, f, n, d, q8.data(), ws, step, group, acc8.data());
+            if (rows.page_shift == 0) accumulate_i8<HB, true>(rows, f, n, d, w8.data(), ws, step, group, acc8.data());
+            else accumulate_i8<HB, false>(rows, f, n, d, w8.data(), ws, step, group, acc8.data());
           };
           if (run.codes->bits == 2) go(CodeRows<2>(*run.codes));
           else go(CodeRows<4>(*run.codes));

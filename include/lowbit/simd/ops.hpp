@@ -133,6 +133,25 @@ inline i16<Tag> madd_u8i8([[maybe_unused]] u8<Tag> a, [[maybe_unused]] i8<Tag> b
   return {};
 }
 
+// Pair sums of unsigned bytes as int16 lanes: out[j] = a[2j] b[2j] + a[2j+1]
+// b[2j+1], for b[i] <= 127 and pair sums below 2^15 (pmaddubsw reads b as
+// signed and saturates; NEON multiplies unsigned).
+template <class Tag>
+inline i16<Tag> madd_u8u7([[maybe_unused]] u8<Tag> a, [[maybe_unused]] u8<Tag> b) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_maddubs_epi16(__m256i(a), __m256i(b));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_maddubs_epi16(__m128i(a), __m128i(b));
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+  if constexpr (is_neon64<Tag>)
+    return vreinterpretq_s16_u16(vpaddq_u16(vmull_u8(vget_low_u8(a), vget_low_u8(b)), vmull_high_u8(a, b)));
+#endif
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "madd_u8u7: no implementation for this ISA");
+  return {};
+}
+
 // int16 lanes widened by adding neighbours: out[j] = v[2j] + v[2j+1].
 template <class Tag>
 inline i32<Tag> widen_pairs([[maybe_unused]] i16<Tag> v) noexcept {
@@ -166,13 +185,17 @@ inline std::pair<i32<Tag>, i32<Tag>> widen_i16([[maybe_unused]] i16<Tag> v) noex
   return {};
 }
 
-// int32 lanes narrowed to bytes: out[j] = int8_t(v[j]) for every lane j,
-// v[j] in [-128, 127] (saturating packs; exact in range).
-template <class Tag>
-inline void narrow_i8([[maybe_unused]] i32<Tag> v, [[maybe_unused]] std::int8_t* out) noexcept {
+// int32 lanes narrowed to bytes: out[j] = T(v[j]) for every lane j, T
+// int8_t with v[j] in [-128, 127] or uint8_t with v[j] in [0, 255]
+// (saturating packs; exact in range).
+template <class Tag, class T>
+inline void narrow8([[maybe_unused]] i32<Tag> v, [[maybe_unused]] T* out) noexcept {
+  static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>, "narrow8: bytes only");
+  constexpr bool is_signed = std::is_signed_v<T>;
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) {  // packs work within 128-bit lanes: lanes 0-3 and 4-7 land in each half's low dword
-    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(__m256i(v), __m256i(v)), _mm256_setzero_si256());
+    const __m256i w = _mm256_packs_epi32(__m256i(v), __m256i(v)), z = _mm256_setzero_si256();
+    const __m256i b = is_signed ? _mm256_packs_epi16(w, z) : _mm256_packus_epi16(w, z);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
                      _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
     return;
@@ -180,20 +203,22 @@ inline void narrow_i8([[maybe_unused]] i32<Tag> v, [[maybe_unused]] std::int8_t*
 #endif
 #if defined(__SSE4_1__)
   if constexpr (is_sse41<Tag>) {
-    const int b = _mm_cvtsi128_si32(_mm_packs_epi16(_mm_packs_epi32(__m128i(v), __m128i(v)), _mm_setzero_si128()));
+    const __m128i w = _mm_packs_epi32(__m128i(v), __m128i(v)), z = _mm_setzero_si128();
+    const int b = _mm_cvtsi128_si32(is_signed ? _mm_packs_epi16(w, z) : _mm_packus_epi16(w, z));
     std::memcpy(out, &b, 4);
     return;
   }
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON)
   if constexpr (is_neon64<Tag>) {
-    const int8x8_t b = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vdup_n_s16(0)));
-    const std::int32_t w = vget_lane_s32(vreinterpret_s32_s8(b), 0);
-    std::memcpy(out, &w, 4);
+    const int16x8_t w = vcombine_s16(vqmovn_s32(v), vdup_n_s16(0));
+    const uint8x8_t b = is_signed ? vreinterpret_u8_s8(vqmovn_s16(w)) : vqmovun_s16(w);
+    const std::uint32_t x = vget_lane_u32(vreinterpret_u32_u8(b), 0);
+    std::memcpy(out, &x, 4);
     return;
   }
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "narrow_i8: no implementation for this ISA");
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "narrow8: no implementation for this ISA");
 }
 
 // A 16-byte table in every 128-bit lane: out[i] = t[i % 16].
