@@ -356,21 +356,24 @@ struct Attend {
     return simd::shr_mask<Tag>(U8::load_unaligned(p + b), int(B * ((i % chunk) / field)), (1 << B) - 1);
   }
 
-  // detail::quantize_bytes over batches: the same float operations, so the same codes.
-  template <class T>
-  static LOWBIT_ALWAYS_INLINE float quantize_bytes(const float* v, std::size_t n, T* q) noexcept {
-    F top(0.0f);
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) top = xsimd::max(top, xsimd::abs(F::load_unaligned(v + i)));
+  // The largest lane of a batch (a tree of independent maxima).
+  static LOWBIT_ALWAYS_INLINE float lane_max(F v) noexcept {
     alignas(64) float lanes[L];
-    top.store_aligned(lanes);
-    for (std::size_t half = L / 2; half > 0; half /= 2)  // a tree: independent maxima
+    v.store_aligned(lanes);
+    for (std::size_t half = L / 2; half > 0; half /= 2)
       for (std::size_t k = 0; k < half; ++k) lanes[k] = std::max(lanes[k], lanes[k + half]);
-    float m = lanes[0];
-    for (std::size_t k = i; k < n; ++k) m = std::max(m, std::fabs(v[k]));
-    const float inv = m > 0.0f ? byte_levels<T> / m : 0.0f;
-    for (i = 0; i + L <= n; i += L) simd::narrow8<Tag>(xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)), q + i);
-    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
+    return lanes[0];
+  }
+
+  // detail::quantize_bytes over batches, given m = max|v| (the callers fold
+  // it into the loops that make v): the same float operations, so the same codes.
+  template <class T>
+  static LOWBIT_ALWAYS_INLINE float quantize_bytes(const float* v, std::size_t n, float m, T* q) noexcept {
+    const F inv(m > 0.0f ? byte_levels<T> / m : 0.0f);
+    const auto code = [&](std::size_t i) { return xsimd::nearbyint_as_int(F::load_unaligned(v + i) * inv); };
+    std::size_t i = 0;
+    for (; i + 4 * L <= n; i += 4 * L) simd::narrow8<Tag>(code(i), code(i + L), code(i + 2 * L), code(i + 3 * L), q + i);
+    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv.get(0)));
     return m / byte_levels<T>;
   }
 
@@ -483,7 +486,7 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, acc, acc8, zsum, st_scale, st_min, raw, rows_f;
+    thread_local std::vector<float> S, qe, w, acc, acc8, zsum, zlanes, st_scale, st_min, raw, rows_f;
     thread_local std::vector<std::int8_t> q8;
     thread_local std::vector<std::uint8_t> w8;
     rows_f.resize(tile * d);
@@ -514,21 +517,27 @@ struct Attend {
         st_min.resize(d);
         simd::halves_to_float<Tag>(c.scale.data() + blk * d, d, st_scale.data());
         simd::halves_to_float<Tag>(c.min.data() + blk * d, d, st_min.data());
+        float top[HB];  // max |q~| per head
         for (int h = 0; h < HB; ++h) {
           const float* qh = q + std::size_t(h) * d;
-          F b(0.0f);
+          F b(0.0f), m(0.0f);
           for (std::size_t ch = 0; ch < d; ch += L) {
             const F qv = F::load_unaligned(qh + ch);
-            (qv * F(job.scale) * F::load_unaligned(st_scale.data() + ch)).store_unaligned(qe.data() + std::size_t(h) * d + ch);
+            const F x = qv * F(job.scale) * F::load_unaligned(st_scale.data() + ch);
+            x.store_unaligned(qe.data() + std::size_t(h) * d + ch);
+            m = xsimd::max(m, xsimd::abs(x));
             b = xsimd::fma(qv, F::load_unaligned(st_min.data() + ch), b);
           }
           bias[h] = xsimd::hadd(b) * job.scale;
+          top[h] = lane_max(m);
         }
         if (int8_keys(job, run)) {
           float step[HB];
           q8.resize(HB * d);
-          for (int h = 0; h < HB; ++h)
-            step[h] = quantize_bytes(qe.data() + std::size_t(h) * d, d, q8.data() + std::size_t(h) * d);
+          for (int h = 0; h < HB; ++h) {
+            const std::size_t o = std::size_t(h) * d;
+            step[h] = quantize_bytes(qe.data() + o, d, top[h], q8.data() + o);
+          }
           const auto go = [&](const auto& rows) {
             float* sa = S.data() + t_off + (a - run.first);
             if (rows.page_shift == 0) scores_i8<HB, true>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
@@ -586,6 +595,7 @@ struct Attend {
       if (codes && ngz == 0) {
         ngz = ng;
         zsum.assign(HB * ng, 0.0f);
+        zlanes.assign(HB * ng * L, 0.0f);  // per (head, group): lane sums of p_t m_tg, added up at the end
       }
       w.resize(HB * (tile + 1) * ng);
       const bool i8 = codes && int8_values(job, run);
@@ -608,6 +618,7 @@ struct Attend {
           to_float_gt(run.codes->scale.data(), st_scale);
           to_float_gt(run.codes->min.data(), st_min);
         }
+        float wtop[HB] = {};
         for (int h = 0; h < HB; ++h) {
           const float* p = S.data() + std::size_t(h) * T + t_off + t0;
           float* wh = w.data() + std::size_t(h) * ng * ws;
@@ -615,29 +626,33 @@ struct Attend {
             std::copy(p, p + n, wh);
             continue;
           }
+          F m(0.0f);  // max weight of the head's tile (weights are >= 0)
+          float mt = 0.0f;
           for (std::size_t g = 0; g < ng; ++g) {
             const float *sc = st_scale.data() + g * n, *mn = st_min.data() + g * n;
             F zv(0.0f);
             std::size_t t = 0;
             for (; t + L <= n; t += L) {
-              const F pv = F::load_unaligned(p + t);
-              (pv * F::load_unaligned(sc + t)).store_unaligned(wh + g * ws + t);
+              const F pv = F::load_unaligned(p + t), x = pv * F::load_unaligned(sc + t);
+              x.store_unaligned(wh + g * ws + t);
+              m = xsimd::max(m, x);
               zv = xsimd::fma(pv, F::load_unaligned(mn + t), zv);
             }
-            float z = xsimd::hadd(zv);
+            float* zl = zlanes.data() + (std::size_t(h) * ng + g) * L;
+            (F::load_unaligned(zl) + zv).store_unaligned(zl);
             for (; t < n; ++t) {
-              wh[g * ws + t] = p[t] * sc[t];
-              z += p[t] * mn[t];
+              mt = std::max(mt, wh[g * ws + t] = p[t] * sc[t]);
+              zsum[std::size_t(h) * ng + g] += p[t] * mn[t];
             }
             if (ws > n) wh[g * ws + n] = 0.0f;  // int8 pairs: an odd tile's last token pairs with weight 0
-            zsum[std::size_t(h) * ng + g] += z;
           }
+          wtop[h] = std::max(mt, lane_max(m));
         }
         if (i8) {  // one step per head and tile, over all its groups
           float step[HB];
           w8.resize(HB * ng * ws);
           for (std::size_t h = 0; h < HB; ++h)
-            step[h] = quantize_bytes(w.data() + h * ng * ws, ng * ws, w8.data() + h * ng * ws);
+            step[h] = quantize_bytes(w.data() + h * ng * ws, ng * ws, wtop[h], w8.data() + h * ng * ws);
           const auto go = [&](const auto& rows) {
             const std::size_t f = run.first + t0;
             if (rows.page_shift == 0) accumulate_i8<HB, true>(rows, f, n, d, w8.data(), ws, step, group, acc8.data());
@@ -655,6 +670,7 @@ struct Attend {
       }
     }
 
+    for (std::size_t i = 0; i < zsum.size(); ++i) zsum[i] += xsimd::hadd(F::load_unaligned(zlanes.data() + i * L));
     if (any8) {
       const std::uint8_t* order = value_order();
       for (std::size_t h = 0; h < HB; ++h)

@@ -185,36 +185,37 @@ inline std::pair<i32<Tag>, i32<Tag>> widen_i16([[maybe_unused]] i16<Tag> v) noex
   return {};
 }
 
-// int32 lanes narrowed to bytes: out[j] = T(v[j]) for every lane j, T
-// int8_t with v[j] in [-128, 127] or uint8_t with v[j] in [0, 255]
-// (saturating packs; exact in range).
+// Four batches of int32 lanes narrowed to bytes, in order: out[j] = T(v[j])
+// for the 4 n lanes of v = (a, b, c, d), T int8_t with values in [-128, 127]
+// or uint8_t with values in [0, 255] (saturating packs; exact in range).
 template <class Tag, class T>
-inline void narrow8([[maybe_unused]] i32<Tag> v, [[maybe_unused]] T* out) noexcept {
+inline void narrow8([[maybe_unused]] i32<Tag> a, [[maybe_unused]] i32<Tag> b, [[maybe_unused]] i32<Tag> c,
+                    [[maybe_unused]] i32<Tag> d, [[maybe_unused]] T* out) noexcept {
   static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>, "narrow8: bytes only");
   constexpr bool is_signed = std::is_signed_v<T>;
 #if defined(__AVX2__)
-  if constexpr (is_256<Tag>) {  // packs work within 128-bit lanes: lanes 0-3 and 4-7 land in each half's low dword
-    const __m256i w = _mm256_packs_epi32(__m256i(v), __m256i(v)), z = _mm256_setzero_si256();
-    const __m256i b = is_signed ? _mm256_packs_epi16(w, z) : _mm256_packus_epi16(w, z);
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
-                     _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+  if constexpr (is_256<Tag>) {  // packs work within 128-bit lanes: dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
+    const __m256i ab = _mm256_packs_epi32(__m256i(a), __m256i(b)), cd = _mm256_packs_epi32(__m256i(c), __m256i(d));
+    const __m256i x = is_signed ? _mm256_packs_epi16(ab, cd) : _mm256_packus_epi16(ab, cd);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                        _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     return;
   }
 #endif
 #if defined(__SSE4_1__)
   if constexpr (is_sse41<Tag>) {
-    const __m128i w = _mm_packs_epi32(__m128i(v), __m128i(v)), z = _mm_setzero_si128();
-    const int b = _mm_cvtsi128_si32(is_signed ? _mm_packs_epi16(w, z) : _mm_packus_epi16(w, z));
-    std::memcpy(out, &b, 4);
+    const __m128i ab = _mm_packs_epi32(__m128i(a), __m128i(b)), cd = _mm_packs_epi32(__m128i(c), __m128i(d));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), is_signed ? _mm_packs_epi16(ab, cd) : _mm_packus_epi16(ab, cd));
     return;
   }
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON)
   if constexpr (is_neon64<Tag>) {
-    const int16x8_t w = vcombine_s16(vqmovn_s32(v), vdup_n_s16(0));
-    const uint8x8_t b = is_signed ? vreinterpret_u8_s8(vqmovn_s16(w)) : vqmovun_s16(w);
-    const std::uint32_t x = vget_lane_u32(vreinterpret_u32_u8(b), 0);
-    std::memcpy(out, &x, 4);
+    const int16x8_t ab = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)), cd = vcombine_s16(vqmovn_s32(c), vqmovn_s32(d));
+    if constexpr (is_signed)
+      vst1q_s8(reinterpret_cast<std::int8_t*>(out), vcombine_s8(vqmovn_s16(ab), vqmovn_s16(cd)));
+    else
+      vst1q_u8(reinterpret_cast<std::uint8_t*>(out), vcombine_u8(vqmovun_s16(ab), vqmovun_s16(cd)));
     return;
   }
 #endif
