@@ -389,14 +389,26 @@ struct Attend {
       for (auto& a : acc) a = I(0);
       CodeRow<B> r[TT];
       for (std::size_t k = 0; k < TT; ++k) r[k] = rows.row(t0 + std::min(t + k, n - 1));
-      for (std::size_t j = 0; j < dim / field; ++j)
-        for (std::size_t b = 0; b < field; b += W)
-          for (std::size_t k = 0; k < TT; ++k) {
-            const U8 c = field_codes<OnePage>(r[k], j, b);
-            for (int h = 0; h < HB; ++h)
-              acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
-                  acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
+      const auto dot = [&](std::size_t k, U8 c, std::size_t j, std::size_t b) LOWBIT_ALWAYS_INLINE {
+        for (int h = 0; h < HB; ++h)
+          acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
+              acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
+      };
+      if constexpr (OnePage) {  // rows of whole chunks: one load per chunk, its fields at fixed shifts
+        constexpr std::size_t fields = 8 / B;
+        for (std::size_t ch = 0; ch < dim / (fields * field); ++ch)
+          for (std::size_t b = 0; b < field; b += W) {
+            U8 v[TT];
+            for (std::size_t k = 0; k < TT; ++k) v[k] = U8::load_unaligned(r[k].page + ch * bitpack::chunk_bytes + b);
+#pragma GCC unroll 4
+            for (std::size_t f = 0; f < fields; ++f)
+              for (std::size_t k = 0; k < TT; ++k) dot(k, simd::shr_mask<Tag>(v[k], int(B * f), (1 << B) - 1), ch * fields + f, b);
           }
+      } else {
+        for (std::size_t j = 0; j < dim / field; ++j)
+          for (std::size_t b = 0; b < field; b += W)
+            for (std::size_t k = 0; k < TT; ++k) dot(k, field_codes<false>(r[k], j, b), j, b);
+      }
       F f[L];
       for (std::size_t i = 0; i < L; ++i) f[i] = xsimd::to_float(acc[i]);  // exact: |sum| < 2^24
       alignas(64) float sum[L];
