@@ -618,14 +618,18 @@ struct Attend {
             raw.resize(n * ng);
             dst.resize(n * ng);
             simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
-            alignas(64) std::int32_t lanes[L];
-            for (std::size_t k = 0; k < L; ++k) lanes[k] = std::int32_t(k * ng);
-            const I stride = I::load_aligned(lanes);
-            for (std::size_t g = 0; g < ng; ++g) {
-              std::size_t t = 0;
-              for (; t + L <= n; t += L) F::gather(raw.data() + t * ng + g, stride).store_unaligned(dst.data() + g * n + t);
-              for (; t < n; ++t) dst[g * n + t] = raw[t * ng + g];
-            }
+            // Constant group counts let the compiler turn the stride into shuffles.
+            const auto transpose = [&](auto groups) {
+              constexpr std::size_t G = decltype(groups)::value;
+              for (std::size_t t = 0; t < n; ++t)
+                for (std::size_t g = 0; g < G; ++g) dst[g * n + t] = raw[t * G + g];
+            };
+            if (ng == 4) transpose(std::integral_constant<std::size_t, 4>{});
+            else if (ng == 2) transpose(std::integral_constant<std::size_t, 2>{});
+            else if (ng == 1) std::copy_n(raw.data(), n, dst.data());
+            else
+              for (std::size_t t = 0; t < n; ++t)
+                for (std::size_t g = 0; g < ng; ++g) dst[g * n + t] = raw[t * ng + g];
           };
           to_float_gt(run.codes->scale.data(), st_scale);
           to_float_gt(run.codes->min.data(), st_min);
