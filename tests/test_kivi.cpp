@@ -165,18 +165,25 @@ TEST_CASE("kivi: streaming appends build the same cache as a prefill, the window
       }
 }
 
+namespace {
+
+// Cache shapes for the attention tests: GQA 1-8, head_dim 8-128, 2 and 4
+// bits, T = 0, 1, odd and longer than the windows.
+struct AttentionCase {
+  int heads, kv_heads, dim, bits, group, residual;
+  std::size_t T;
+};
+const AttentionCase attention_cases[] = {
+    {8, 8, 64, 2, 32, 64, 0},    {8, 8, 64, 2, 32, 64, 1},     {8, 2, 128, 2, 32, 128, 33},
+    {8, 2, 128, 2, 32, 128, 300}, {8, 2, 128, 4, 32, 128, 517}, {16, 2, 64, 2, 32, 32, 200},
+    {16, 2, 64, 4, 64, 64, 131},  {6, 2, 24, 2, 8, 16, 77},     {5, 1, 40, 4, 8, 24, 50},
+    {4, 1, 8, 2, 8, 8, 19},
+};
+
+}  // namespace
+
 TEST_CASE("kivi: fused attention equals attention over the dequantized cache, every ISA", "[kivi][attention]") {
-  struct Case {
-    int heads, kv_heads, dim, bits, group, residual;
-    std::size_t T;
-  };
-  const Case cases[] = {
-      {8, 8, 64, 2, 32, 64, 0},    {8, 8, 64, 2, 32, 64, 1},     {8, 2, 128, 2, 32, 128, 33},
-      {8, 2, 128, 2, 32, 128, 300}, {8, 2, 128, 4, 32, 128, 517}, {16, 2, 64, 2, 32, 32, 200},
-      {16, 2, 64, 4, 64, 64, 131},  {6, 2, 24, 2, 8, 16, 77},     {5, 1, 40, 4, 8, 24, 50},
-      {4, 1, 8, 2, 8, 8, 19},
-  };
-  for (const Case& cs : cases) {
+  for (const AttentionCase& cs : attention_cases) {
     const kivi::Options o = small_options(cs.heads, cs.kv_heads, cs.dim, cs.bits, cs.group, cs.residual);
     const KvData x = kv_data(cs.T, cs.kv_heads, cs.dim, 5);
     kivi::Cache cache(o);
@@ -246,20 +253,14 @@ TEST_CASE("kivi: fused attention equals attention over the dequantized cache, ev
 
 TEST_CASE("kivi: int8 attention equals its scalar reference on every ISA, falls back where it does not apply",
           "[kivi][attention]") {
-  struct Case {
-    int heads, kv_heads, dim, bits, group, residual;
-    std::size_t T;
-  };
-  // dim 128 / 64 / 96 (one chunk per row, half a chunk, three fields), value
-  // groups 32 and 64, odd tiles; dim 40 and 24 (not whole fields) and value
-  // group 16 (keys int8, values fp32) take the fp32 arithmetic.
-  const Case cases[] = {
-      {8, 8, 64, 2, 32, 64, 0},     {8, 8, 64, 2, 32, 64, 1},     {8, 2, 128, 2, 32, 128, 33},
-      {8, 2, 128, 2, 32, 128, 300}, {8, 2, 128, 4, 32, 128, 517}, {16, 2, 64, 2, 32, 32, 200},
-      {16, 2, 64, 4, 64, 64, 131},  {12, 4, 96, 4, 32, 32, 161},  {4, 1, 96, 2, 96, 96, 290},
-      {8, 1, 64, 2, 16, 32, 99},    {6, 2, 24, 2, 8, 16, 77},     {5, 1, 40, 4, 8, 24, 50},
-  };
-  for (const Case& cs : cases) {
+  // The shapes above, and dim 96 (three fields a row, pages of two tokens at
+  // 4 bits, value group 96) and value group 16 (keys int8, values fp32);
+  // dims 40, 24 and 8 (not whole fields) take the fp32 arithmetic.
+  std::vector<AttentionCase> cases(std::begin(attention_cases), std::end(attention_cases));
+  cases.push_back({12, 4, 96, 4, 32, 32, 161});
+  cases.push_back({4, 1, 96, 2, 96, 96, 290});
+  cases.push_back({8, 1, 64, 2, 16, 32, 99});
+  for (const AttentionCase& cs : cases) {
     const kivi::Options o = small_options(cs.heads, cs.kv_heads, cs.dim, cs.bits, cs.group, cs.residual);
     const KvData x = kv_data(cs.T, cs.kv_heads, cs.dim, 15);
     kivi::Cache cache(o);

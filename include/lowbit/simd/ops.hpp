@@ -134,22 +134,16 @@ inline i16<Tag> madd_u8i8([[maybe_unused]] u8<Tag> a, [[maybe_unused]] i8<Tag> b
 }
 
 // Pair sums of unsigned bytes as int16 lanes: out[j] = a[2j] b[2j] + a[2j+1]
-// b[2j+1], for b[i] <= 127 and pair sums below 2^15 (pmaddubsw reads b as
-// signed and saturates; NEON multiplies unsigned).
+// b[2j+1], for b[i] <= 127 and pair sums below 2^15 (x86: madd_u8i8, whose
+// pmaddubsw reads b as signed; NEON multiplies unsigned, a may exceed 127).
 template <class Tag>
-inline i16<Tag> madd_u8u7([[maybe_unused]] u8<Tag> a, [[maybe_unused]] u8<Tag> b) noexcept {
-#if defined(__AVX2__)
-  if constexpr (is_256<Tag>) return _mm256_maddubs_epi16(__m256i(a), __m256i(b));
-#endif
-#if defined(__SSE4_1__)
-  if constexpr (is_sse41<Tag>) return _mm_maddubs_epi16(__m128i(a), __m128i(b));
-#endif
+inline i16<Tag> madd_u8u7(u8<Tag> a, u8<Tag> b) noexcept {
 #if defined(__aarch64__) && defined(__ARM_NEON)
   if constexpr (is_neon64<Tag>)
     return vreinterpretq_s16_u16(vpaddq_u16(vmull_u8(vget_low_u8(a), vget_low_u8(b)), vmull_high_u8(a, b)));
+  else
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "madd_u8u7: no implementation for this ISA");
-  return {};
+    return madd_u8i8<Tag>(a, bitcast<std::int8_t>(b));
 }
 
 // int16 lanes widened by adding neighbours: out[j] = v[2j] + v[2j+1].
