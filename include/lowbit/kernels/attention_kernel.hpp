@@ -369,11 +369,12 @@ struct Attend {
   // it into the loops that make v): the same float operations, so the same codes.
   template <class T>
   static LOWBIT_ALWAYS_INLINE float quantize_bytes(const float* v, std::size_t n, float m, T* q) noexcept {
-    const F inv(m > 0.0f ? byte_levels<T> / m : 0.0f);
-    const auto code = [&](std::size_t i) { return xsimd::nearbyint_as_int(F::load_unaligned(v + i) * inv); };
+    const float inv = m > 0.0f ? byte_levels<T> / m : 0.0f;
+    const auto code = [&](std::size_t i) { return xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)); };
     std::size_t i = 0;
-    for (; i + 4 * L <= n; i += 4 * L) simd::narrow8<Tag>(code(i), code(i + L), code(i + 2 * L), code(i + 3 * L), q + i);
-    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv.get(0)));
+    for (; i + 4 * L <= n; i += 4 * L)
+      simd::narrow8<Tag>(code(i), code(i + L), code(i + 2 * L), code(i + 3 * L), q + i);
+    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
     return m / byte_levels<T>;
   }
 
@@ -402,7 +403,8 @@ struct Attend {
             for (std::size_t k = 0; k < TT; ++k) v[k] = U8::load_unaligned(r[k].page + ch * bitpack::chunk_bytes + b);
 #pragma GCC unroll 4
             for (std::size_t f = 0; f < fields; ++f)
-              for (std::size_t k = 0; k < TT; ++k) dot(k, simd::shr_mask<Tag>(v[k], int(B * f), (1 << B) - 1), ch * fields + f, b);
+              for (std::size_t k = 0; k < TT; ++k)
+                dot(k, simd::shr_mask<Tag>(v[k], int(B * f), (1 << B) - 1), ch * fields + f, b);
           }
       } else {
         for (std::size_t j = 0; j < dim / field; ++j)
@@ -578,9 +580,7 @@ struct Attend {
         F vtop(top);
         std::size_t t = 0;
         for (; t + L <= T; t += L) vtop = xsimd::max(vtop, F::load_unaligned(s + t));
-        alignas(64) float lanes[L];
-        vtop.store_aligned(lanes);
-        for (float x : lanes) top = std::max(top, x);
+        top = lane_max(vtop);
         for (; t < T; ++t) top = std::max(top, s[t]);
       }
       F vsum(0.0f);
