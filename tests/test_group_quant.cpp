@@ -250,7 +250,7 @@ TEST_CASE("gemm: equals gemv per token, any batch size", "[gemm]") {
             gemv(q, span<const float>(X.row(n), K), y, RunOptions{act, 1});
             for (std::size_t r = 0; r < M; ++r) {
               INFO("bits " << bits << " N " << N << " n " << n << " r " << r);
-              if (N < detail::gemm_dense_tokens(act == Activations::int8) || i == isa::scalar) {
+              if (N < detail::gemm_dense_tokens(act == Activations::int8, i) || i == isa::scalar) {
                 REQUIRE(Y(n, r) == y[r]);  // same blocks in the same order: bit-identical
               } else {
                 // Dense path: the same products summed in another order, both
