@@ -137,6 +137,10 @@ void kv_cache_tour(std::size_t T) {
     cache.append_bulk(k.data(), v.data(), T);
     const double t = time_it([&] { attention(cache, q.data(), out.data(), one); });
     line(bits == 2 ? "KIVI 2-bit G32 R128" : "KIVI 4-bit G32 R128", cache.memory_bytes(), t);
+    AttentionOptions int8 = one;  // int8 queries and probability weights, integer dot products on the codes
+    int8.activations = Activations::int8;
+    const double t8 = time_it([&] { attention(cache, q.data(), out.data(), int8); });
+    line("  int8 arithmetic", cache.memory_bytes(), t8);
   }
   std::printf("rel. error = ||out - out_fp32|| / ||out_fp32||; attention times are medians of 9.\n");
 }
