@@ -686,7 +686,8 @@ struct Attend {
       }
     }
 
-    for (std::size_t i = 0; i < zsum.size(); ++i) zsum[i] += xsimd::hadd(F::load_unaligned(zlanes.data() + i * L));
+    if (ngz)  // this call's code runs (zsum and zlanes are the thread's, sized for them)
+      for (std::size_t i = 0; i < zsum.size(); ++i) zsum[i] += xsimd::hadd(F::load_unaligned(zlanes.data() + i * L));
     if (any8) {
       const std::uint8_t* order = value_order();
       for (std::size_t h = 0; h < HB; ++h)
