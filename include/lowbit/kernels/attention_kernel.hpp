@@ -129,7 +129,6 @@ inline void attend_reference(const AttendJob& job) {
       const bool i8 = int8_keys(job, run);
       double step = 0, bias = 0;
       for (std::size_t t = 0; t < run.tokens; ++t) {
-        double s = 0;
         if (i8) {
           const KvCodes& c = *run.codes;
           const std::size_t a = run.first + t;
@@ -147,6 +146,7 @@ inline void attend_reference(const AttendJob& job) {
           for (std::size_t ch = 0; ch < d; ++ch) dot += std::int64_t(q8[ch]) * c.code(a, ch);
           p[std::size_t(t0) + t] = step * double(dot) + bias;
         } else {
+          double s = 0;
           for (std::size_t ch = 0; ch < d; ++ch) s += double(q[ch]) * double(kv_element(run, t, ch));
           p[std::size_t(t0) + t] = s * double(job.scale);
         }
@@ -211,11 +211,20 @@ struct Attend {
   };
   template <int B>
   struct CodeRow {
+    static constexpr std::size_t chunk = 8 * bitpack::chunk_bytes / B;  // codes per 32-byte chunk
     const std::uint8_t* page;
     std::size_t first;  // index of the row's first code in its page
+    // Codes i .. i + 31 of the page (i a multiple of 32: one field of a
+    // chunk, core/bitpack.hpp): the chunk's bytes and the field's shift.
+    struct Field {
+      const std::uint8_t* bytes;
+      int shift;
+    };
+    Field field_at(std::size_t i) const noexcept {
+      return {page + (i / chunk) * bitpack::chunk_bytes, int(B * ((i % chunk) / bitpack::chunk_bytes))};
+    }
     F operator()(std::size_t m) const noexcept {
-      constexpr std::size_t chunk = 8 * bitpack::chunk_bytes / B;  // codes per 32-byte chunk
-      const std::size_t i = first + L * m;                          // L codes, one run of one chunk
+      const std::size_t i = first + L * m;  // L codes, one run of one chunk
       const I w = simd::widen_u8<Tag>(page + (i / chunk) * bitpack::chunk_bytes + i % bitpack::chunk_bytes);
       return xsimd::to_float((w >> int(B * ((i % chunk) / bitpack::chunk_bytes))) & I((1 << B) - 1));
     }
@@ -252,7 +261,7 @@ struct Attend {
   // (core/bitpack.hpp), each one byte run at one shift.
   template <int B>
   static void decode(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim, float* out) noexcept {
-    constexpr std::size_t field = bitpack::chunk_bytes, chunk = 8 * field / B;  // codes per field / per chunk
+    constexpr std::size_t field = bitpack::chunk_bytes;  // codes per field
     const I mask((1 << B) - 1);
     for (std::size_t t = 0; t < n; ++t) {
       const CodeRow<B> r = rows.row(t0 + t);
@@ -262,11 +271,9 @@ struct Attend {
         continue;
       }
       for (std::size_t j = 0; j < dim; j += field) {
-        const std::size_t i = r.first + j;  // a multiple of 32: field (i % chunk) / 32 of its chunk
-        const std::uint8_t* p = r.page + (i / chunk) * bitpack::chunk_bytes;
-        const int shift = int(B * ((i % chunk) / field));
+        const auto f = r.field_at(r.first + j);
         for (std::size_t k = 0; k < field; k += L)
-          xsimd::to_float((simd::widen_u8<Tag>(p + k) >> shift) & mask).store_unaligned(o + j + k);
+          xsimd::to_float((simd::widen_u8<Tag>(f.bytes + k) >> f.shift) & mask).store_unaligned(o + j + k);
       }
     }
   }
@@ -350,10 +357,8 @@ struct Attend {
   // row starts a page and the field's place is the same for all rows.
   template <bool OnePage, int B>
   static LOWBIT_ALWAYS_INLINE U8 field_codes(const CodeRow<B>& r, std::size_t j, std::size_t b) noexcept {
-    constexpr std::size_t chunk = 8 * field / B;
-    const std::size_t i = (OnePage ? 0 : r.first) + field * j;
-    const std::uint8_t* p = r.page + (i / chunk) * bitpack::chunk_bytes;
-    return simd::shr_mask<Tag>(U8::load_unaligned(p + b), int(B * ((i % chunk) / field)), (1 << B) - 1);
+    const auto f = r.field_at((OnePage ? 0 : r.first) + field * j);
+    return simd::shr_mask<Tag>(U8::load_unaligned(f.bytes + b), f.shift, (1 << B) - 1);
   }
 
   // The largest lane of a batch (a tree of independent maxima).
@@ -487,6 +492,18 @@ struct Attend {
     }
   }
 
+  // f(rows, one_page): the code rows of c at their bit width, and whether
+  // its pages hold one token each (std::true_type / std::false_type).
+  template <class F_>
+  static void with_code_rows(const KvCodes& c, F_&& f) {
+    const auto go = [&](const auto& rows) {
+      if (rows.page_shift == 0) f(rows, std::true_type{});
+      else f(rows, std::false_type{});
+    };
+    if (c.bits == 2) go(CodeRows<2>(c));
+    else go(CodeRows<4>(c));
+  }
+
   template <class F_>
   static void with_rows(const KvRows& r, F_&& f) {
     switch (r.kind) {
@@ -505,8 +522,7 @@ struct Attend {
     thread_local std::vector<std::uint8_t> w8;
     rows_f.resize(tile * d);
     const auto decode_codes = [&](const KvCodes& c, std::size_t first, std::size_t n, std::size_t dim) {
-      if (c.bits == 2) decode(CodeRows<2>(c), first, n, dim, rows_f.data());
-      else decode(CodeRows<4>(c), first, n, dim, rows_f.data());
+      with_code_rows(c, [&](const auto& rows, auto) { decode(rows, first, n, dim, rows_f.data()); });
     };
     S.resize(HB * T);
     qe.resize(HB * d);
@@ -552,13 +568,10 @@ struct Attend {
             const std::size_t o = std::size_t(h) * d;
             step[h] = quantize_bytes(qe.data() + o, d, top[h], q8.data() + o);
           }
-          const auto go = [&](const auto& rows) {
+          with_code_rows(c, [&](const auto& rows, auto one_page) {
             float* sa = S.data() + t_off + (a - run.first);
-            if (rows.page_shift == 0) scores_i8<HB, true>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
-            else scores_i8<HB, false>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
-          };
-          if (c.bits == 2) go(CodeRows<2>(c));
-          else go(CodeRows<4>(c));
+            scores_i8<HB, one_page()>(rows, a, end - a, d, q8.data(), step, bias, sa, T);
+          });
           a = end;
           continue;
         }
@@ -596,8 +609,7 @@ struct Attend {
     }
 
     // Weighted values.
-    acc8.assign(HB * d, 0.0f);  // int8 runs' sums, in value_order() within each part
-    bool any8 = false;
+    bool any8 = false;  // acc8 holds sums of int8 runs
     std::size_t ngz = 0;
     t_off = 0;
     for (int ri = 0; ri < job.value_runs; t_off += job.values[ri].tokens, ++ri) {
@@ -620,16 +632,13 @@ struct Attend {
             simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
             // Constant group counts let the compiler turn the stride into shuffles.
             const auto transpose = [&](auto groups) {
-              constexpr std::size_t G = decltype(groups)::value;
+              const std::size_t G = groups;
               for (std::size_t t = 0; t < n; ++t)
                 for (std::size_t g = 0; g < G; ++g) dst[g * n + t] = raw[t * G + g];
             };
             if (ng == 4) transpose(std::integral_constant<std::size_t, 4>{});
             else if (ng == 2) transpose(std::integral_constant<std::size_t, 2>{});
-            else if (ng == 1) std::copy_n(raw.data(), n, dst.data());
-            else
-              for (std::size_t t = 0; t < n; ++t)
-                for (std::size_t g = 0; g < ng; ++g) dst[g * n + t] = raw[t * ng + g];
+            else transpose(ng);
           };
           to_float_gt(run.codes->scale.data(), st_scale);
           to_float_gt(run.codes->min.data(), st_min);
@@ -669,14 +678,11 @@ struct Attend {
           w8.resize(HB * ng * ws);
           for (std::size_t h = 0; h < HB; ++h)
             step[h] = quantize_bytes(w.data() + h * ng * ws, ng * ws, wtop[h], w8.data() + h * ng * ws);
-          const auto go = [&](const auto& rows) {
-            const std::size_t f = run.first + t0;
-            if (rows.page_shift == 0) accumulate_i8<HB, true>(rows, f, n, d, w8.data(), ws, step, group, acc8.data());
-            else accumulate_i8<HB, false>(rows, f, n, d, w8.data(), ws, step, group, acc8.data());
-          };
-          if (run.codes->bits == 2) go(CodeRows<2>(*run.codes));
-          else go(CodeRows<4>(*run.codes));
+          if (!any8) acc8.assign(HB * d, 0.0f);  // the int8 runs' sums, in value_order() within each part
           any8 = true;
+          with_code_rows(*run.codes, [&](const auto& rows, auto one_page) {
+            accumulate_i8<HB, one_page()>(rows, run.first + t0, n, d, w8.data(), ws, step, group, acc8.data());
+          });
         } else if (codes) {
           decode_codes(*run.codes, run.first + t0, n, d);
           accumulate<HB>(F32Rows{rows_f.data(), d}, 0, n, d, w.data(), ng, group, acc.data());
