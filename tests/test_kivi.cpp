@@ -447,6 +447,13 @@ TEST_CASE("kivi: bad input gets a clear error and leaves the cache as it was", "
   AttentionOptions ao;
   ao.scale = -1;
   REQUIRE_THROWS_AS(attention(c, q.data(), out.data(), ao), lowbit::error);
+  AttentionOptions odd;
+  odd.activations = Activations(7);
+  REQUIRE_THROWS_WITH(attention(c, q.data(), out.data(), odd), Catch::Contains("activations must be fp32 or int8, got 7"));
+  odd.activations = Activations::int8;
+  q[5] = std::nanf("");  // int8 arithmetic validates the queries as the fp32 path does
+  REQUIRE_THROWS_WITH(attention(c, q.data(), out.data(), odd), Catch::Contains("query element 5"));
+  q[5] = 0;
   REQUIRE_THROWS_AS(attention(c, nullptr, out.data()), lowbit::error);
   REQUIRE_THROWS_AS(attention(AttentionShape{6, 4, 64}, x.k.data(), x.v.data(), 1, q.data(), out.data()), lowbit::error);
   REQUIRE_THROWS_AS(attention(AttentionShape{4, 2, 60}, x.k.data(), x.v.data(), 1, q.data(), out.data()), lowbit::error);

@@ -55,6 +55,8 @@ void run_attention(int heads, int kv_heads, int head_dim, std::size_t tokens, co
   for (std::size_t i = 0; i < std::size_t(heads) * d; ++i)
     LOWBIT_CHECK(std::isfinite(q[i]), where, "query element ", i, " is ", q[i]);
   LOWBIT_CHECK(o.scale >= 0.0f && std::isfinite(o.scale), where, "scale must be finite and >= 0, got ", o.scale);
+  LOWBIT_CHECK(o.activations == Activations::fp32 || o.activations == Activations::int8, where,
+               "activations must be fp32 or int8, got ", int(o.activations));
   const float scale = o.scale > 0.0f ? o.scale : 1.0f / std::sqrt(float(head_dim));
   const int group = heads / kv_heads, chunks = (group + 3) / 4;
   const kernel_table& k = active_kernels();
