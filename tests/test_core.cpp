@@ -235,6 +235,42 @@ TEST_CASE("parallel_for: covers every index once, any thread count", "[core][par
   }
 }
 
+TEST_CASE("parallel_chunks: every chunk once, grain-aligned, exceptions stop the call", "[core][parallel]") {
+  for (std::size_t n : {0u, 1u, 5u, 16u, 17u, 1000u}) {
+    for (std::size_t grain : {1u, 4u, 16u}) {
+      for (int threads : {1, 2, 3, 8}) {
+        std::vector<std::atomic<int>> hits(n);
+        for (auto& h : hits) h = 0;
+        std::atomic<std::size_t> calls{0}, misaligned{0};
+        parallel_chunks(n, grain, threads, [&](std::size_t b, std::size_t e) {
+          // Exactly one grain-aligned chunk per call (counted, not REQUIREd:
+          // Catch2's assertions are not thread-safe).
+          misaligned += b % grain != 0 || e != std::min(n, b + grain);
+          ++calls;
+          for (std::size_t i = b; i < e; ++i) ++hits[i];
+        });
+        for (auto& h : hits) REQUIRE(h == 1);
+        REQUIRE(misaligned == 0);
+        REQUIRE(calls == (n + grain - 1) / grain);
+      }
+    }
+  }
+  std::atomic<int> after{0};
+  REQUIRE_THROWS_AS(parallel_chunks(100000, 1, 4,
+                                    [&](std::size_t b, std::size_t) {
+                                      if (b == 10) throw lowbit::error("boom");
+                                      if (b > 10) ++after;
+                                    }),
+                    lowbit::error);
+  REQUIRE(after < 100000 - 11);  // the unclaimed chunks were skipped
+  // Nested inside a worker it runs serially, like parallel_for.
+  std::atomic<int> total{0};
+  parallel_for(8, 1, 4, [&](std::size_t b, std::size_t e) {
+    parallel_chunks(10, 3, 4, [&](std::size_t b2, std::size_t e2) { total += int((e - b) * (e2 - b2)); });
+  });
+  REQUIRE(total == 80);
+}
+
 TEST_CASE("parallel_for: nested calls, exceptions, thread setting", "[core][parallel]") {
   std::atomic<int> total{0};
   parallel_for(8, 1, 4, [&](std::size_t b, std::size_t e) {

@@ -282,6 +282,32 @@ TEST_CASE("dfloat11: compression within 0.5% of the entropy bound on LLM-like we
   }
 }
 
+TEST_CASE("bf16 join kernel: every ISA, plain and streaming stores, any length and alignment", "[dfloat11][kernels]") {
+  // Every (exponent, sign-mantissa) byte pair appears, at every offset from
+  // the store alignment the streaming path needs.
+  std::vector<std::uint8_t> e(65536 + 100), sm(e.size());
+  for (std::size_t i = 0; i < e.size(); ++i) {
+    e[i] = std::uint8_t(i >> 8);
+    sm[i] = std::uint8_t(i * 7 + (i >> 8));
+  }
+  std::vector<std::uint16_t> ref(e.size());
+  for (std::size_t i = 0; i < e.size(); ++i) ref[i] = detail::join_bf16(e[i], sm[i]);
+  test::for_each_isa([&](isa) {
+    const auto& k = detail::active_kernels();
+    std::vector<std::uint16_t> out(e.size() + 64);
+    for (bool stream : {false, true})
+      for (std::size_t offset : {0, 1, 3, 8, 17})
+        for (std::size_t n : {0, 1, 15, 16, 17, 31, 32, 33, 64, 1000, 65536 + 99 - 17}) {
+          INFO("stream " << stream << " offset " << offset << " n " << n);
+          std::fill(out.begin(), out.end(), std::uint16_t(0xDEAD));
+          k.join_bf16_words(e.data() + offset, sm.data() + offset, n, out.data() + offset, stream);
+          REQUIRE(std::equal(ref.begin() + offset, ref.begin() + offset + n, out.begin() + offset));
+          REQUIRE(out[offset + n] == 0xDEAD);  // nothing written past the end
+          REQUIRE((offset == 0 || out[offset - 1] == 0xDEAD));
+        }
+  });
+}
+
 TEST_CASE("bf16 dot kernels: SIMD equals the scalar reference", "[dfloat11][kernels]") {
   std::mt19937 rng(9);
   test::for_each_isa([&](isa) {

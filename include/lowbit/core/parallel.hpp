@@ -20,6 +20,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "error.hpp"
@@ -147,15 +148,23 @@ inline void set_num_threads(int n) {
 }
 inline int num_threads() noexcept { return detail::default_threads(); }
 
+namespace detail {
+// grain (0 means 1) and threads (<= 0 means num_threads()) made concrete;
+// returns the grain-sized blocks of [0, n) and the threads worth using.
+inline std::pair<std::size_t, int> split(std::size_t n, std::size_t& grain, int threads) noexcept {
+  if (grain == 0) grain = 1;
+  if (threads <= 0) threads = num_threads();
+  const std::size_t blocks = (n + grain - 1) / grain;
+  return {blocks, int(std::min<std::size_t>(std::size_t(threads), blocks))};
+}
+}  // namespace detail
+
 // Calls fn(begin, end) on contiguous sub-ranges of [0, n) whose boundaries
 // are multiples of grain; threads <= 0 means num_threads().
 template <class F>
 void parallel_for(std::size_t n, std::size_t grain, int threads, F&& fn) {
   if (n == 0) return;
-  if (grain == 0) grain = 1;
-  if (threads <= 0) threads = num_threads();
-  const std::size_t blocks = (n + grain - 1) / grain;
-  const int parts = int(std::min<std::size_t>(std::size_t(threads), blocks));
+  const auto [blocks, parts] = detail::split(n, grain, threads);  // (not captured below: C++17)
   if (parts <= 1) {
     fn(std::size_t(0), n);
     return;
@@ -165,6 +174,39 @@ void parallel_for(std::size_t n, std::size_t grain, int threads, F&& fn) {
     const std::size_t b = std::min(n, std::size_t(p) * per * grain);
     const std::size_t e = std::min(n, (std::size_t(p) + 1) * per * grain);
     if (b < e) fn(b, e);
+  };
+  detail::thread_pool::instance().run(parts, part);
+}
+
+// Calls fn(begin, end) on the chunks [c * grain, (c + 1) * grain) of
+// [0, n), each once, claimed one at a time from a shared counter by up to
+// `threads` threads; threads <= 0 means num_threads(). For work whose
+// chunks are independent of each other and of the thread that runs them
+// (decompression): a thread that is slow, descheduled or woken late takes
+// fewer chunks instead of holding up the call, which parallel_for's fixed
+// parts cannot do. fn runs many times per thread, so per-call setup in it
+// is paid per chunk. After a chunk throws, unclaimed chunks are skipped and
+// the first exception is rethrown.
+template <class F>
+void parallel_chunks(std::size_t n, std::size_t grain, int threads, F&& fn) {
+  if (n == 0) return;
+  const std::pair<std::size_t, int> split = detail::split(n, grain, threads);
+  const std::size_t chunks = split.first;
+  const int parts = split.second;
+  if (parts <= 1) {
+    for (std::size_t c = 0; c < chunks; ++c) fn(c * grain, std::min(n, (c + 1) * grain));
+    return;
+  }
+  std::atomic<std::size_t> next{0};
+  const std::function<void(int)> part = [&](int) {
+    for (std::size_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      try {
+        fn(c * grain, std::min(n, (c + 1) * grain));
+      } catch (...) {
+        next.store(chunks, std::memory_order_relaxed);
+        throw;
+      }
+    }
   };
   detail::thread_pool::instance().run(parts, part);
 }

@@ -19,6 +19,14 @@ inline std::uint16_t join_bf16(std::uint8_t exponent, std::uint8_t sign_mantissa
   return std::uint16_t((sign_mantissa & 0x80u) << 8 | unsigned(exponent) << 7 | (sign_mantissa & 0x7Fu));
 }
 
+// out[i] = join_bf16(exponent[i], sign_mantissa[i]) for i < n: DFloat11's
+// output stage. `stream`: the kernels write past the caches (simd::
+// store_stream), for outputs larger than the caches (codec/dfloat11.hpp).
+inline void join_bf16_words_reference(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n,
+                                std::uint16_t* out, bool /*stream*/) noexcept {
+  for (std::size_t i = 0; i < n; ++i) out[i] = join_bf16(exponent[i], sign_mantissa[i]);
+}
+
 inline float bf16_dot_reference(const std::uint16_t* w, const float* x, std::size_t n) noexcept {
   float s = 0;
   for (std::size_t i = 0; i < n; ++i) s += bf16::from_bits(w[i]).to_float() * x[i];
@@ -75,6 +83,35 @@ float split_bf16_dot(const std::uint8_t* exponent, const std::uint8_t* sign_mant
   const std::size_t body = n / L * L;
   return bf16_dot_loop<Tag>(load, x, body) +
          split_bf16_dot_reference(exponent + body, sign_mantissa + body, x + body, n - body);
+}
+
+// Per byte: low = exponent bit 0 << 7 | mantissa, high = sign | exponent >> 1;
+// the two byte batches interleaved are the little-endian bf16 words.
+template <class Tag>
+void join_bf16_words(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n, std::uint16_t* out,
+               bool stream) noexcept {
+  using U8 = simd::u8<Tag>;
+  constexpr std::size_t S = U8::size;  // words per batch of bytes written
+  std::size_t i = 0;
+  if (stream)  // up to the batch alignment the stores need
+    for (; i < n && reinterpret_cast<std::uintptr_t>(out + i) % S != 0; ++i)
+      out[i] = join_bf16(exponent[i], sign_mantissa[i]);
+  for (; i + S <= n; i += S) {
+    const U8 e = U8::load_unaligned(exponent + i), sm = U8::load_unaligned(sign_mantissa + i);
+    const U8 lo = simd::shl_small<Tag>(e & U8(1), 7) | (sm & U8(0x7F));
+    const U8 hi = (sm & U8(0x80)) | simd::shr_mask<Tag>(e, 1, 0x7F);
+    const auto [w0, w1] = simd::interleave_bytes<Tag>(lo, hi);
+    auto* o = reinterpret_cast<std::uint8_t*>(out + i);
+    if (stream) {
+      simd::store_stream<Tag>(o, w0);
+      simd::store_stream<Tag>(o + S, w1);
+    } else {
+      w0.store_unaligned(o);
+      w1.store_unaligned(o + S);
+    }
+  }
+  join_bf16_words_reference(exponent + i, sign_mantissa + i, n - i, out + i, false);
+  if (stream) simd::stream_fence<Tag>();
 }
 
 }  // namespace lowbit::detail

@@ -28,6 +28,8 @@ struct kernel_table {
   float (*bf16_dot)(const std::uint16_t* w, const float* x, std::size_t n) = nullptr;
   float (*split_bf16_dot)(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, const float* x,
                           std::size_t n) = nullptr;
+  void (*join_bf16_words)(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n,
+                    std::uint16_t* out, bool stream) = nullptr;  // DFloat11's output stage (bf16_dot.hpp)
   // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
@@ -65,6 +67,7 @@ kernel_table make_kernel_table() {
   if constexpr (std::is_same_v<Tag, simd::scalar_tag>) {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
+    t.join_bf16_words = join_bf16_words_reference;
     t.group16_dot = group16_dot_reference;
     t.group_scales = group_scales_reference;
     t.unpack_codes = bitpack::unpack_range;
@@ -90,6 +93,7 @@ kernel_table make_kernel_table() {
     t.f32_lanes = int(simd::f32<Tag>::size);
     t.bf16_dot = bf16_dot<Tag>;
     t.split_bf16_dot = split_bf16_dot<Tag>;
+    t.join_bf16_words = join_bf16_words<Tag>;
     t.attend = Attend<Tag>::run;
     t.vq_axpy = vq_level<Tag, true>;
     t.vq_dot = vq_level<Tag, false>;

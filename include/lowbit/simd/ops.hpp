@@ -75,6 +75,42 @@ inline u8<Tag> shl_small(u8<Tag> v, int s) noexcept {
   return bitcast<std::uint8_t>(u16(bitcast<std::uint16_t>(v) << s));
 }
 
+// The bytes of a and b interleaved in order: first = a0 b0 a1 b1 ... from the
+// lower halves, second the same from the upper halves. (xsimd's zip_lo and
+// zip_hi interleave within each 128-bit lane on AVX2.)
+template <class Tag>
+inline std::pair<u8<Tag>, u8<Tag>> interleave_bytes(u8<Tag> a, u8<Tag> b) noexcept {
+  const u8<Tag> lo = xsimd::zip_lo(a, b), hi = xsimd::zip_hi(a, b);
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>)
+    return {_mm256_permute2x128_si256(__m256i(lo), __m256i(hi), 0x20),
+            _mm256_permute2x128_si256(__m256i(lo), __m256i(hi), 0x31)};
+#endif
+  return {lo, hi};
+}
+
+// Stores v at p, aligned to the batch's size, past the caches where the
+// target has such a store (x86 movntdq): an output too large to stay cached
+// is then written without first reading each line in. Other targets store
+// normally. Call stream_fence() before the data is used by another thread.
+template <class Tag>
+inline void store_stream(std::uint8_t* p, u8<Tag> v) noexcept {
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_stream_si256(reinterpret_cast<__m256i*>(p), __m256i(v));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse41<Tag>) return _mm_stream_si128(reinterpret_cast<__m128i*>(p), __m128i(v));
+#endif
+  v.store_aligned(p);
+}
+
+template <class Tag>
+inline void stream_fence() noexcept {
+#if defined(__SSE4_1__)
+  if constexpr (!is_neon64<Tag>) _mm_sfence();
+#endif
+}
+
 // acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
 // Precondition without VNNI (maddubs saturates pairs at int16): a[i] <= 127
 // and b[i] >= -127, so a pair sum stays within 2*127*127 < 32767.
