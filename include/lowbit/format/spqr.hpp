@@ -39,7 +39,7 @@
 // permutation uncounted; lowbit packs both (core/packed_ints.hpp) because on
 // narrow matrices they are not small: at M = K = 64, 32-bit row pointers and
 // indices would add 1 bit per weight, packed they add about 0.1. Row
-// pointers are rebuilt per call in O(M) (row_starts()).
+// pointers are rebuilt per call in O(M), by the validation a kernel runs anyway (validate_unpacked()).
 #pragma once
 
 #include <cstdint>
@@ -112,10 +112,20 @@ struct SpqrMatrix {
     return rows != 0 && cols != 0 ? 8.0 * double(bytes()) / (double(rows) * double(cols)) : 0.0;
   }
 
+  // The permutation (empty for the identity) and the CSR row pointers,
+  // unpacked: what validate() checks and a kernel then reads.
+  struct Unpacked {
+    std::vector<std::uint32_t> perm, starts;
+  };
+
   // Structural checks: sizes, the permutation, CSR consistency, finite
   // statistics and outliers. Any loaded or hand-built matrix passes this
   // before a kernel reads it.
-  void validate() const {
+  void validate() const { (void)validate_unpacked(); }
+
+  // validate(), returning the arrays it unpacked to check them, so that a
+  // kernel does not unpack them a second time per call.
+  Unpacked validate_unpacked() const {
     const char* where = "SpqrMatrix";
     LOWBIT_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8, where, "bits must be 2, 3, 4 or 8, got ", bits);
     LOWBIT_CHECK(stat_bits >= 1 && stat_bits <= 8, where, "stat_bits must be in 1..8, got ", stat_bits);
@@ -138,7 +148,8 @@ struct SpqrMatrix {
     LOWBIT_CHECK(perm.empty() || perm.size() == packed_ints::bytes(cols, perm_bits()), where, "perm has ",
                  perm.size(), " bytes, expected ", packed_ints::bytes(cols, perm_bits()), " (K = ", cols, " entries of ",
                  perm_bits(), " bits) or none");
-    detail::check_permutation(permutation(), cols, where);
+    Unpacked u{permutation(), std::vector<std::uint32_t>(rows + 1, 0)};
+    detail::check_permutation(u.perm, cols, where);
     LOWBIT_CHECK(count_bits >= 0 && count_bits <= max_count_bits, where, "count_bits must be in 0..", max_count_bits,
                  ", got ", count_bits);
     LOWBIT_CHECK(row_counts.size() == packed_ints::bytes(rows, count_bits), where, "row_counts has ",
@@ -158,10 +169,12 @@ struct SpqrMatrix {
       for (std::size_t k = i + 1; k < i + n; ++k) bad |= unsigned(outlier_col[k - 1] >= outlier_col[k]);
       LOWBIT_CHECK(!bad, where, "the outlier columns of row ", r, " are out of range or not ascending");
       i += n;
+      u.starts[r + 1] = std::uint32_t(i);  // <= the outlier count, checked above to fit 32 bits
     }
     LOWBIT_CHECK(i == outlier_col.size(), where, "the row counts sum to ", i, ", but there are ", outlier_col.size(),
                  " outliers");
     LOWBIT_CHECK(detail::all_finite_fp16(outlier_val.data(), outlier_val.size()), where, "an outlier value is not finite");
+    return u;
   }
 
   friend bool operator==(const SpqrMatrix& a, const SpqrMatrix& b) {
@@ -176,10 +189,9 @@ struct SpqrMatrix {
 
 // W as floats (M x K, original column order).
 inline Matrix dequantize(const SpqrMatrix& q) {
-  q.validate();
+  const std::vector<std::uint32_t> starts = q.validate_unpacked().starts;
   Matrix w(q.rows, q.cols);
   std::vector<std::uint8_t> c(q.cols);
-  const std::vector<std::uint32_t> starts = q.row_starts();
   for (std::size_t r = 0; r < q.rows; ++r) {
     bitpack::unpack(q.row_codes(r), q.cols, q.bits, c.data());
     for (std::size_t p = 0; p < q.cols; ++p) {

@@ -26,7 +26,7 @@
 namespace lowbit {
 
 inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const RunOptions& opt = {}) {
-  w.validate();
+  const SpqrMatrix::Unpacked layout = w.validate_unpacked();
   LOWBIT_CHECK(x.size() == w.cols, "gemv", "x has ", x.size(), " elements, W has K = ", w.cols, " columns");
   LOWBIT_CHECK(y.size() == w.rows, "gemv", "y has ", y.size(), " elements, W has M = ", w.rows, " rows");
   LOWBIT_CHECK(opt.activations == Activations::fp32, "gemv", "the SpQR kernel takes fp32 activations");
@@ -35,11 +35,8 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   const std::size_t per = g / detail::code_dot_group;  // 16-code subgroups per group
   const bool fast = g % detail::code_dot_group == 0 && K % 32 == 0 && k.f32_lanes > 0;
   std::vector<float> xp(x.begin(), x.end());
-  if (!w.perm.empty()) {
-    const std::vector<std::uint32_t> perm = w.permutation();
-    for (std::size_t p = 0; p < K; ++p) xp[p] = x[perm[p]];
-  }
-  const std::vector<std::uint32_t> starts = w.row_starts();
+  for (std::size_t p = 0; p < layout.perm.size(); ++p) xp[p] = x[layout.perm[p]];
+  const std::vector<std::uint32_t>& starts = layout.starts;
   detail::PreparedActivations a;  // x_perm in the kernel's lane order, and the group sums A_j
   a.prepare(xp.data(), K, g, false, fast ? k.f32_lanes : 0);
   const std::vector<float>& A = a.group_sum;
