@@ -1,9 +1,12 @@
 // core/: error, types (bf16, fp16), view, bitpack, parallel.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <memory>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <utility>
 
 #include <lowbit/core/eigen_view.hpp>
 
@@ -215,46 +218,49 @@ TEST_CASE("bitpack: round trip for every width and ragged lengths", "[core][bitp
   REQUIRE_THROWS_AS(bitpack::pack_range(out.data(), 40, 3, 36, 8, row.data()), lowbit::error);
 }
 
-TEST_CASE("parallel_for: covers every index once, any thread count", "[core][parallel]") {
-  for (std::size_t n : {0u, 1u, 5u, 16u, 17u, 1000u}) {
-    for (std::size_t grain : {1u, 4u, 16u}) {
+// Runs par(n, grain, threads, body) over a grid of shapes. The body only
+// records its ranges (Catch2's assertions are not thread-safe); here they
+// must tile [0, n) exactly, each non-empty and starting on a grain
+// boundary, which is "every index once". check(n, grain, threads, ranges)
+// adds what is particular to par.
+template <class Par, class Check>
+void check_ranges(Par par, Check check) {
+  using Range = std::pair<std::size_t, std::size_t>;
+  for (std::size_t n : {0u, 1u, 5u, 16u, 17u, 1000u})
+    for (std::size_t grain : {1u, 4u, 16u})
       for (int threads : {1, 2, 3, 8}) {
-        std::vector<std::atomic<int>> hits(n);
-        for (auto& h : hits) h = 0;
-        std::atomic<int> calls{0};
-        parallel_for(n, grain, threads, [&](std::size_t b, std::size_t e) {
-          REQUIRE(b < e);
-          REQUIRE(b % grain == 0);
-          ++calls;
-          for (std::size_t i = b; i < e; ++i) ++hits[i];
+        std::mutex m;
+        std::vector<Range> ranges;
+        par(n, grain, threads, [&](std::size_t b, std::size_t e) {
+          const std::lock_guard<std::mutex> lock(m);
+          ranges.emplace_back(b, e);
         });
-        for (auto& h : hits) REQUIRE(h == 1);
-        REQUIRE(calls <= threads);
+        std::sort(ranges.begin(), ranges.end());
+        std::size_t next = 0;
+        for (const Range& r : ranges) {
+          REQUIRE(r.first == next);
+          REQUIRE(r.first < r.second);
+          REQUIRE(r.first % grain == 0);
+          next = r.second;
+        }
+        REQUIRE(next == n);
+        check(n, grain, threads, ranges);
       }
-    }
-  }
+}
+
+TEST_CASE("parallel_for: covers every index once, any thread count", "[core][parallel]") {
+  check_ranges([](auto... a) { parallel_for(a...); },
+               [](std::size_t, std::size_t, int threads, const auto& ranges) {
+                 REQUIRE(ranges.size() <= std::size_t(threads));  // one contiguous part per thread
+               });
 }
 
 TEST_CASE("parallel_chunks: every chunk once, grain-aligned, exceptions stop the call", "[core][parallel]") {
-  for (std::size_t n : {0u, 1u, 5u, 16u, 17u, 1000u}) {
-    for (std::size_t grain : {1u, 4u, 16u}) {
-      for (int threads : {1, 2, 3, 8}) {
-        std::vector<std::atomic<int>> hits(n);
-        for (auto& h : hits) h = 0;
-        std::atomic<std::size_t> calls{0}, misaligned{0};
-        parallel_chunks(n, grain, threads, [&](std::size_t b, std::size_t e) {
-          // Exactly one grain-aligned chunk per call (counted, not REQUIREd:
-          // Catch2's assertions are not thread-safe).
-          misaligned += b % grain != 0 || e != std::min(n, b + grain);
-          ++calls;
-          for (std::size_t i = b; i < e; ++i) ++hits[i];
-        });
-        for (auto& h : hits) REQUIRE(h == 1);
-        REQUIRE(misaligned == 0);
-        REQUIRE(calls == (n + grain - 1) / grain);
-      }
-    }
-  }
+  check_ranges([](auto... a) { parallel_chunks(a...); },
+               [](std::size_t n, std::size_t grain, int, const auto& ranges) {
+                 REQUIRE(ranges.size() == (n + grain - 1) / grain);  // exactly one chunk per call
+                 for (const auto& r : ranges) REQUIRE(r.second == std::min(n, r.first + grain));
+               });
   // The first exception reaches the caller. How many chunks other threads
   // finish meanwhile depends on timing; on one thread none runs after it.
   for (int threads : {1, 4}) {

@@ -78,7 +78,7 @@ TEST_CASE("spqr: format accounting, dequantize and gemv agree", "[spqr]") {
     std::size_t widest = 0;
     for (std::size_t r = 0; r < M; ++r) widest = std::max(widest, q.row_count(r));
     REQUIRE(q.count_bits == packed_ints::width_for(widest));
-    REQUIRE(q.row_starts().back() == q.outliers());
+    REQUIRE(q.validate_unpacked().starts.back() == q.outliers());
     const std::size_t G = (K + group - 1) / group;
     const std::size_t expect = M * bitpack::row_bytes(K, bits) + 2 * bitpack::row_bytes(M * G, 3) +
                                2 * 4 * ((M + 15) / 16) * G + q.perm.size() + (M * std::size_t(q.count_bits) + 7) / 8 +

@@ -164,7 +164,7 @@ inline std::pair<std::size_t, int> split(std::size_t n, std::size_t& grain, int 
 template <class F>
 void parallel_for(std::size_t n, std::size_t grain, int threads, F&& fn) {
   if (n == 0) return;
-  const auto [blocks, parts] = detail::split(n, grain, threads);  // (not captured below: C++17)
+  const auto [blocks, parts] = detail::split(n, grain, threads);
   if (parts <= 1) {
     fn(std::size_t(0), n);
     return;
@@ -190,6 +190,7 @@ void parallel_for(std::size_t n, std::size_t grain, int threads, F&& fn) {
 template <class F>
 void parallel_chunks(std::size_t n, std::size_t grain, int threads, F&& fn) {
   if (n == 0) return;
+  // Named variables, not a structured binding: the lambda below captures them (C++17).
   const std::pair<std::size_t, int> split = detail::split(n, grain, threads);
   const std::size_t chunks = split.first;
   const int parts = split.second;

@@ -19,7 +19,7 @@
 //                                                   zero's (s, z): index ((r/beta2)*G + j)*4
 //   count_bits   0..17                              width of a row's outlier count
 //   row_counts   packed_ints[M] of count_bits       outliers of row r; row r's outliers are
-//                                                   entries row_starts()[r] .. [r + 1] (CSR)
+//                                                   entries starts[r] .. [r + 1] (CSR, validate_unpacked())
 //   outlier_col  uint16[nnz]                        input column (original order), ascending
 //                                                   within a row
 //   outlier_val  fp16[nnz]                          added on top of the dense weight
@@ -97,12 +97,6 @@ struct SpqrMatrix {
     return p;
   }
   std::size_t row_count(std::size_t r) const noexcept { return packed_ints::get(row_counts.data(), count_bits, r); }
-  // CSR row pointers (M + 1 entries, prefix sums of the counts).
-  std::vector<std::uint32_t> row_starts() const {
-    std::vector<std::uint32_t> s(rows + 1, 0);
-    for (std::size_t r = 0; r < rows; ++r) s[r + 1] = s[r] + std::uint32_t(row_count(r));
-    return s;
-  }
 
   std::size_t bytes() const noexcept {
     return codes.size() + scale_codes.size() + zero_codes.size() + 2 * stat_params.size() + perm.size() +
@@ -112,8 +106,9 @@ struct SpqrMatrix {
     return rows != 0 && cols != 0 ? 8.0 * double(bytes()) / (double(rows) * double(cols)) : 0.0;
   }
 
-  // The permutation (empty for the identity) and the CSR row pointers,
-  // unpacked: what validate() checks and a kernel then reads.
+  // The permutation (empty for the identity) and the CSR row pointers
+  // (M + 1 prefix sums of the counts), unpacked: what validate() checks and
+  // a kernel then reads.
   struct Unpacked {
     std::vector<std::uint32_t> perm, starts;
   };

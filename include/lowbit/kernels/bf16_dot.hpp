@@ -23,7 +23,7 @@ inline std::uint16_t join_bf16(std::uint8_t exponent, std::uint8_t sign_mantissa
 // output stage. `stream`: the kernels write past the caches (simd::
 // store_stream), for outputs larger than the caches (codec/dfloat11.hpp).
 inline void join_bf16_words_reference(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n,
-                                std::uint16_t* out, bool /*stream*/) noexcept {
+                                      std::uint16_t* out, bool /*stream*/) noexcept {
   for (std::size_t i = 0; i < n; ++i) out[i] = join_bf16(exponent[i], sign_mantissa[i]);
 }
 
@@ -89,9 +89,9 @@ float split_bf16_dot(const std::uint8_t* exponent, const std::uint8_t* sign_mant
 // the two byte batches interleaved are the little-endian bf16 words.
 template <class Tag>
 void join_bf16_words(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n, std::uint16_t* out,
-               bool stream) noexcept {
+                     bool stream) noexcept {
   using U8 = simd::u8<Tag>;
-  constexpr std::size_t S = U8::size;  // words per batch of bytes written
+  constexpr std::size_t S = U8::size;  // elements per step: S bytes of each input, 2 S bytes out
   std::size_t i = 0;
   if (stream)  // up to the batch alignment the stores need
     for (; i < n && reinterpret_cast<std::uintptr_t>(out + i) % S != 0; ++i)
@@ -111,7 +111,7 @@ void join_bf16_words(const std::uint8_t* exponent, const std::uint8_t* sign_mant
     }
   }
   join_bf16_words_reference(exponent + i, sign_mantissa + i, n - i, out + i, false);
-  if (stream) simd::stream_fence<Tag>();
+  if (stream) simd::stream_fence();
 }
 
 }  // namespace lowbit::detail

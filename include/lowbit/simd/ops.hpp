@@ -104,10 +104,9 @@ inline void store_stream(std::uint8_t* p, u8<Tag> v) noexcept {
   v.store_aligned(p);
 }
 
-template <class Tag>
 inline void stream_fence() noexcept {
 #if defined(__SSE4_1__)
-  if constexpr (!is_neon64<Tag>) _mm_sfence();
+  _mm_sfence();
 #endif
 }
 
