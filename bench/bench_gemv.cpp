@@ -10,7 +10,8 @@
 //   BM_gemv_int4_g128[_q8|_lut]_dram/<M>/<K>  the same, cycling over copies
 //                                    totalling >= 4x the last-level cache
 //   BM_gemm_int4_g128[_q8]/<M>/<K>/<N>  lowbit gemm, N tokens
-//   BM_gemv_spqr/<M>/<K>             SpQR 3-bit beta 16/16, ~1% outliers
+//   BM_gemv_spqr[_q8]/<M>/<K>        SpQR 3-bit beta 16/16, ~1% outliers, fp32 (or int8)
+//                                    activations
 //   BM_gemv_vq2/<M>/<K>              VQ, v = 8, k = 65536 (16-bit indices, 2 bits/weight),
 //                                    output axis (VPTQ's layout): gathered centroids
 //   BM_gemv_vq2_lut/<M>/<K>          VQ, v = 4, k = 256 (8-bit indices), input axis:
@@ -113,7 +114,7 @@ void run_gemv(benchmark::State& st, int bits, Activations act, bool dram) {
 
 // SpQR with ~1% outliers: weights with rare large entries, tau chosen to
 // keep about 1% (the paper's typical rate), on a neighbour-correlated Hessian.
-void BM_gemv_spqr(benchmark::State& st) {
+void run_spqr(benchmark::State& st, Activations act) {
   const auto M = std::size_t(st.range(0)), K = std::size_t(st.range(1));
   static std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<SpqrMatrix>> cache;
   auto& slot = cache[{M, K}];
@@ -126,9 +127,11 @@ void BM_gemv_spqr(benchmark::State& st) {
     o.outlier_threshold = 0.4f;  // 1.0% outliers at 4096 x 4096
     slot = std::make_unique<SpqrMatrix>(spqr::quantize(w, H, o));
   }
-  time_gemv(st, *slot);
+  time_gemv(st, *slot, act);
   st.counters["outlier_pct"] = 100.0 * double(slot->outliers()) / double(M * K);
 }
+void BM_gemv_spqr(benchmark::State& st) { run_spqr(st, Activations::fp32); }
+void BM_gemv_spqr_q8(benchmark::State& st) { run_spqr(st, Activations::int8); }
 
 // A VQ matrix with random centroids and indices: kernel speed does not
 // depend on the values, and quantizing 4096 x 4096 to 65,536 centroids
@@ -226,6 +229,7 @@ BENCHMARK(BM_gemv_int4_g128_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_vq2)->Apply(shapes);
 BENCHMARK(BM_gemv_vq2_lut)->Apply(shapes);
 BENCHMARK(BM_gemv_spqr)->Args({4096, 4096})->Args({11008, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemv_spqr_q8)->Args({4096, 4096})->Args({11008, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_q8_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_gemv_int4_g128_lut_dram)->Args({4096, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();

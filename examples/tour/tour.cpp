@@ -272,8 +272,11 @@ int main(int argc, char** argv) {
     spqr::Options o;
     o.threads = int(hw);
     const SpqrMatrix s = spqr::quantize(w, H, o);
-    row("SpQR w3 beta16 tau0.2", s.bits_per_weight(), s.bytes(), seconds_since(t0),
-        [&](std::size_t n, float* out) { gemv(s, span<const float>(X.row(n), K), span<float>(out, M), {Activations::fp32, 1}); });
+    for (const Activations act : {Activations::fp32, Activations::int8})
+      row(act == Activations::fp32 ? "SpQR w3 beta16 tau0.2" : "SpQR w3 beta16 (int8 act)", s.bits_per_weight(),
+          s.bytes(), act == Activations::fp32 ? seconds_since(t0) : -1, [&](std::size_t n, float* out) {
+            gemv(s, span<const float>(X.row(n), K), span<float>(out, M), {act, 1});
+          });
   }
 
   // VPTQ at 2 bits: 8-bit indices of 4-weight vectors along the input axis

@@ -154,20 +154,26 @@ struct SpqrMatrix {
                  " columns, ", outlier_val.size(), " values");
     LOWBIT_CHECK(outlier_col.size() <= UINT32_MAX, where, outlier_col.size(),
                  " outliers exceed the 32-bit row pointers the kernels use");
+    // Ascending columns within rows: the non-ascending neighbours of the whole
+    // array, counted in one branch-free pass, are all at row boundaries. Then
+    // a row's last column is its largest, the only one to range-check.
+    const std::uint16_t* col = outlier_col.data();
+    std::size_t descents = 0;
+    for (std::size_t k = 1; k < outlier_col.size(); ++k) descents += col[k - 1] >= col[k];
     std::size_t i = 0;  // the row's first outlier
     for (std::size_t r = 0; r < rows; ++r) {
       const std::size_t n = row_count(r);
       LOWBIT_CHECK(n <= cols && n <= outlier_col.size() - i, where, "row ", r, " counts ", n,
                    " outliers, more than K or the ", outlier_col.size() - i, " left");
-      // Ascending columns: the last is the largest, the only one to range-check.
-      unsigned bad = n != 0 && outlier_col[i + n - 1] >= cols;
-      for (std::size_t k = i + 1; k < i + n; ++k) bad |= unsigned(outlier_col[k - 1] >= outlier_col[k]);
-      LOWBIT_CHECK(!bad, where, "the outlier columns of row ", r, " are out of range or not ascending");
+      LOWBIT_CHECK(n == 0 || col[i + n - 1] < cols, where, "row ", r, "'s outlier column ", col[i + n - 1],
+                   " is out of range (K = ", cols, ")");
+      descents -= n != 0 && i != 0 && col[i - 1] >= col[i];  // a boundary pair
       i += n;
       u.starts[r + 1] = std::uint32_t(i);  // <= the outlier count, checked above to fit 32 bits
     }
     LOWBIT_CHECK(i == outlier_col.size(), where, "the row counts sum to ", i, ", but there are ", outlier_col.size(),
                  " outliers");
+    LOWBIT_CHECK(descents == 0, where, descents, " outlier columns are not ascending within their row");
     LOWBIT_CHECK(detail::all_finite_fp16(outlier_val.data(), outlier_val.size()), where, "an outlier value is not finite");
     return u;
   }

@@ -1,15 +1,19 @@
 // Group-scaled dot product of one packed row of codes (core/bitpack.hpp)
-// with fp32 activations, for groups of 16 codes:
+// with fp32 or int8 activations, for groups of 16 codes:
 //   sum_j s[j] * sum_{p in group j} c[p] x[p],   group j = [16 j, 16 j + 16)
 // the dense inner loop of SpQR (beta1 = 16). Groups this small make a
-// horizontal sum per group too costly; instead the codes are widened in the
-// group kernels' lane order (group_gemv.hpp, float_block), where a 32-code
-// block's products land in lanes that belong to one group each, and the
-// scales multiply whole vectors: one extra FMA per 32 codes.
+// horizontal sum per group too costly; instead a 32-code block's products
+// land in lanes that belong to one group each, and the scales multiply
+// whole vectors: one extra FMA per 32 codes. fp32: the codes are widened in
+// the group kernels' lane order (group_gemv.hpp, float_block), x stored in
+// that order. int8: x in natural order, an integer dot product per byte
+// batch (vpdpbusd / maddubs / sdot: lane m sums codes 4m .. 4m + 3), one
+// conversion per 32 codes; the caller folds the activations' scales into s.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "group_gemv.hpp"
@@ -20,27 +24,29 @@ inline constexpr std::size_t code_dot_group = 16;
 
 // Any group size g and K, x in natural order: the reference, and the path
 // for formats the fast kernel does not cover.
-inline float group_scaled_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const float* x,
-                                        const float* s, std::size_t g) {
+template <class X>  // float or std::int8_t
+float group_scaled_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const float* s,
+                                 std::size_t g) {
   std::vector<std::uint8_t> c(K);
   bitpack::unpack(row, K, bits, c.data());
   float acc = 0;
   for (std::size_t j = 0; j * g < K; ++j) {
     float dot = 0;
-    for (std::size_t p = j * g; p < std::min(K, (j + 1) * g); ++p) dot += float(c[p]) * x[p];
+    for (std::size_t p = j * g; p < std::min(K, (j + 1) * g); ++p) dot += float(c[p]) * float(x[p]);
     acc += s[j] * dot;
   }
   return acc;
 }
 
-inline float group16_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
+template <class X>
+float group16_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const float* s) {
   return group_scaled_dot_reference(row, K, bits, x, s, code_dot_group);
 }
 
-// x in the kernel's lane order (PreparedActivations with lanes = f32 size);
-// K a multiple of 32.
-template <class Tag, int Bits>
-float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const float* s) noexcept {
+// K a multiple of 32; X = float: x in the kernel's lane order
+// (PreparedActivations with lanes = f32 size); X = std::int8_t: natural order.
+template <class Tag, int Bits, class X>
+float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const float* s) noexcept {
   using F = simd::f32<Tag>;
   constexpr std::size_t L = F::size;
   constexpr int H = block_decoder<Tag, Bits>::H;
@@ -60,14 +66,22 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const float* x, const 
     unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
       const std::size_t b = u * U + std::size_t(J());
       if (b >= nb) return;
-      const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, u, J)};
+      constexpr bool fp32 = std::is_same_v<X, float>;
+      const code_block<Tag, Bits> cb(dec, u, J);
+      // fp32: the block widened once for both halves.
+      const std::conditional_t<fp32, float_block<Tag, Bits>, const code_block<Tag, Bits>&> fb(cb);
       F& acc = J() % 2 ? acc1 : acc0;
       for (int h = 0; h < H; ++h) {
-        const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
-        F d = fb.f[h][0] * F::load_unaligned(xp);
-        d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
-        d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
-        d = xsimd::fma(fb.f[h][3], F::load_unaligned(xp + 3 * L), d);
+        F d;
+        if constexpr (fp32) {
+          const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
+          d = fb.f[h][0] * F::load_unaligned(xp);
+          d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
+          d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
+          d = xsimd::fma(fb.f[h][3], F::load_unaligned(xp + 3 * L), d);
+        } else {
+          d = xsimd::to_float(fb.dot_q8_half(simd::i32<Tag>(0), x + b * 32, h));
+        }
         const F sv = H == 1 ? xsimd::select(upper, F(s[2 * b + 1]), F(s[2 * b])) : F(s[2 * b + std::size_t(h)]);
         acc = xsimd::fma(d, sv, acc);
       }
@@ -112,18 +126,21 @@ void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t 
 
 // A row's group scales and zero-point term from its 3-bit-style statistic
 // codes (SpQR's second level, format/spqr.hpp): for groups j < G,
-//   s[j] = ps[j] (sc[j] - pz[j]),  z_j = qs[j] (zc[j] - qz[j]),
-// returns sum_j s[j] z_j A[j] (A: the groups' activation sums).
+//   s_j = ps[j] (sc[j] - pz[j]),  z_j = qs[j] (zc[j] - qz[j]),
+// returns sum_j s_j z_j A[j] (A: the groups' activation sums) and stores
+// s[j] = s_j, or s_j xs[j] with the int8 path's activation scales xs.
 struct RowStats {
   const std::uint8_t *sc, *zc;         // codes, one byte each
   const float *ps, *pz, *qs, *qz, *A;  // second-level parameters of the row's block, group sums
+  const float* xs = nullptr;           // per-group factor of the stored scales, or none
 };
 
 inline float group_scales_reference(const RowStats& r, std::size_t G, float* s) {
   float zero_term = 0;
   for (std::size_t j = 0; j < G; ++j) {
-    s[j] = r.ps[j] * (float(r.sc[j]) - r.pz[j]);
-    zero_term += s[j] * (r.qs[j] * (float(r.zc[j]) - r.qz[j])) * r.A[j];
+    const float sj = r.ps[j] * (float(r.sc[j]) - r.pz[j]);
+    s[j] = r.xs ? sj * r.xs[j] : sj;
+    zero_term += sj * (r.qs[j] * (float(r.zc[j]) - r.qz[j])) * r.A[j];
   }
   return zero_term;
 }
@@ -134,13 +151,16 @@ float group_scales(const RowStats& r, std::size_t G, float* s) noexcept {
   constexpr std::size_t L = F::size;
   F acc(0.0f);
   std::size_t j = 0;
+  // The pointers in locals: through r, every store to s would reload them.
+  const std::uint8_t *sc = r.sc, *zc = r.zc;
+  const float *ps = r.ps, *pz = r.pz, *qs = r.qs, *qz = r.qz, *A = r.A, *xs = r.xs;
   for (; j + L <= G; j += L) {
-    const F sj = F::load_unaligned(r.ps + j) * (xsimd::to_float(simd::widen_u8<Tag>(r.sc + j)) - F::load_unaligned(r.pz + j));
-    const F zj = F::load_unaligned(r.qs + j) * (xsimd::to_float(simd::widen_u8<Tag>(r.zc + j)) - F::load_unaligned(r.qz + j));
-    sj.store_unaligned(s + j);
-    acc = xsimd::fma(sj * zj, F::load_unaligned(r.A + j), acc);
+    const F sj = F::load_unaligned(ps + j) * (xsimd::to_float(simd::widen_u8<Tag>(sc + j)) - F::load_unaligned(pz + j));
+    const F zj = F::load_unaligned(qs + j) * (xsimd::to_float(simd::widen_u8<Tag>(zc + j)) - F::load_unaligned(qz + j));
+    (xs ? sj * F::load_unaligned(xs + j) : sj).store_unaligned(s + j);
+    acc = xsimd::fma(sj * zj, F::load_unaligned(A + j), acc);
   }
-  const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j};
+  const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j, r.xs ? r.xs + j : nullptr};
   return xsimd::hadd(acc) + group_scales_reference(tail, G - j, s + j);
 }
 

@@ -33,6 +33,9 @@ struct kernel_table {
   // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
   // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
   float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
+  // The same with int8 activations in natural order, their scales folded into s.
+  float (*group16_dot_q8)(const std::uint8_t* row, std::size_t K, int bits, const std::int8_t* x,
+                          const float* s) = nullptr;
   float (*group_scales)(const RowStats&, std::size_t G, float* s) = nullptr;  // SpQR's row statistics (code_dot.hpp)
   void (*halves_to_float)(const std::uint16_t* h, std::size_t n, float* out) = nullptr;  // fp16 arrays (simd/ops.hpp)
   // bitpack::unpack_range, whole runs in SIMD (code_dot.hpp).
@@ -68,7 +71,8 @@ kernel_table make_kernel_table() {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
     t.join_bf16_words = join_bf16_words_reference;
-    t.group16_dot = group16_dot_reference;
+    t.group16_dot = group16_dot_reference<float>;
+    t.group16_dot_q8 = group16_dot_reference<std::int8_t>;
     t.group_scales = group_scales_reference;
     t.unpack_codes = bitpack::unpack_range;
     t.halves_to_float = [](const std::uint16_t* h, std::size_t n, float* out) {
@@ -110,6 +114,9 @@ kernel_table make_kernel_table() {
       }
     };
     t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
+      return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
+    };
+    t.group16_dot_q8 = [](const std::uint8_t* row, std::size_t K, int bits, const std::int8_t* x, const float* s) {
       return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
     };
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,

@@ -207,10 +207,18 @@ struct block_decoder {
       field = int(b % F);
     }
     const u8 raw = u8::load_unaligned(plane[P] + chunk * bitpack::chunk_bytes + h * S);
-    u8 c = raw;
-    if constexpr (w != 8) c = simd::shr_mask<Tag>(raw, w * field, std::uint8_t((1u << w) - 1u));
-    if constexpr (low != 0) c = simd::shl_small<Tag>(c, low);
-    return c;
+    if constexpr (w == 8) {
+      return raw;
+    } else {
+      // The field moved straight to its place in the code (one shift, one
+      // mask). A left shift carries bits across bytes only below `low`,
+      // which the mask clears (shl_small's precondition is not needed here).
+      constexpr auto mask = std::uint8_t(((1u << w) - 1u) << low);
+      const int net = w * field - low;
+      if (net == 0) return raw & u8(mask);
+      if (net > 0) return simd::shr_mask<Tag>(raw, net, mask);
+      return simd::shl_small<Tag>(raw, -net) & u8(mask);
+    }
   }
   template <class JT, int... P>
   u8 decode_planes(std::size_t b, JT j, int h, std::integer_sequence<int, P...>) const noexcept {
@@ -241,20 +249,22 @@ struct code_block {
     return p;
   }
 
-  // sum_k code_k q_k with int8 activations. 8-bit codes are split into two
-  // 7-bit halves unless vpdpbusd takes the full unsigned range.
-  simd::i32<Tag> dot_q8(const std::int8_t* q) const noexcept {
-    simd::i32<Tag> acc(0), acc_lo(0);
-    for (int h = 0; h < D::H; ++h) {
-      const simd::i8<Tag> xq = simd::i8<Tag>::load_unaligned(q + h * D::S);
-      if constexpr (Bits == 8 && !Tag::vnni) {
-        acc = simd::dot_u8i8<Tag>(acc, simd::shr_mask<Tag>(c[h], 1, 0x7F), xq);
-        acc_lo = simd::dot_u8i8<Tag>(acc_lo, c[h] & simd::u8<Tag>(std::uint8_t(1)), xq);
-      } else {
-        acc = simd::dot_u8i8<Tag>(acc, c[h], xq);
-      }
+  // sum_k code_k q_k with int8 activations, over the block (dot_q8) or one
+  // byte batch of it (dot_q8_half, lane m: codes 4m .. 4m + 3 of half h).
+  // 8-bit codes are split into two 7-bit halves unless vpdpbusd takes the
+  // full unsigned range.
+  simd::i32<Tag> dot_q8_half(simd::i32<Tag> acc, const std::int8_t* q, int h) const noexcept {
+    const simd::i8<Tag> xq = simd::i8<Tag>::load_unaligned(q + h * D::S);
+    if constexpr (Bits == 8 && !Tag::vnni) {
+      const simd::i32<Tag> hi = simd::dot_u8i8<Tag>(simd::i32<Tag>(0), simd::shr_mask<Tag>(c[h], 1, 0x7F), xq);
+      return simd::dot_u8i8<Tag>(acc + hi + hi, c[h] & simd::u8<Tag>(std::uint8_t(1)), xq);
+    } else {
+      return simd::dot_u8i8<Tag>(acc, c[h], xq);
     }
-    if constexpr (Bits == 8 && !Tag::vnni) return acc + acc + acc_lo;
+  }
+  simd::i32<Tag> dot_q8(const std::int8_t* q) const noexcept {
+    simd::i32<Tag> acc(0);
+    for (int h = 0; h < D::H; ++h) acc = dot_q8_half(acc, q, h);
     return acc;
   }
 };
