@@ -159,6 +159,20 @@ TEST_CASE("spqr: int8 activations add little error, outliers included", "[spqr]"
   REQUIRE(std::sqrt(num / den) < 0.02);  // measured 0.012
 }
 
+TEST_CASE("spqr: empty shapes give empty or zero products", "[spqr]") {
+  for (const auto& [M, K] : {std::pair<std::size_t, std::size_t>{3, 0}, {0, 32}, {0, 0}}) {
+    SpqrMatrix q;  // no codes, statistics or outliers: the sizes validate() asks for at M x K
+    q.rows = M;
+    q.cols = K;
+    REQUIRE_NOTHROW(q.validate());
+    std::vector<float> x(K, 1.0f), y(M, -1.0f);
+    for (const Activations act : {Activations::fp32, Activations::int8}) {
+      gemv(q, x, y, RunOptions{act});
+      REQUIRE(y == std::vector<float>(M, 0.0f));
+    }
+  }
+}
+
 TEST_CASE("spqr: row statistics kernel equals its reference on every ISA", "[spqr]") {
   std::mt19937 rng(8);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
