@@ -190,11 +190,23 @@ TEST_CASE("spqr: row statistics kernel equals its reference on every ISA", "[spq
     double mag = 0;
     for (std::size_t j = 0; j < G; ++j)
       mag += std::fabs(double(s_ref[j]) * qs[j] * (double(zc[j]) - qz[j]) * A[j]);
+    // With the int8 path's activation scales: stored s_j xs[j], the same
+    // zero-point term (computed with s_j).
+    std::vector<float> xs(G), sx_ref(G);
+    for (float& v : xs) v = std::ldexp(1.0f + u(rng) * 0.25f, -int(rng() % 12));
+    detail::RowStats rx = r;
+    rx.xs = xs.data();
+    const float zx_ref = detail::group_scales_reference(rx, G, sx_ref.data());
+    REQUIRE(zx_ref == z_ref);
+    for (std::size_t j = 0; j < G; ++j) REQUIRE(sx_ref[j] == s_ref[j] * xs[j]);
     test::for_each_isa([&](isa i) {
       INFO("G " << G);
       const float z = detail::kernels_for(i).group_scales(r, G, s.data());
       REQUIRE(s == s_ref);                                    // the same two roundings per scale
       REQUIRE(std::fabs(double(z) - z_ref) <= 1e-5 * mag);  // the sum in another order
+      const float zx = detail::kernels_for(i).group_scales(rx, G, s.data());
+      REQUIRE(s == sx_ref);  // and one more rounding
+      REQUIRE(std::fabs(double(zx) - z_ref) <= 1e-5 * mag);
     });
   }
 }
