@@ -113,12 +113,12 @@ kernel_table make_kernel_table() {
         default: return bit_plane_gemv<Tag, 4>(w, tb, y, t0, t1);
       }
     };
-    t.group16_dot = [](const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) {
+    // One body for both activation types (x: const float* or const int8_t*).
+    constexpr auto dot16 = [](const std::uint8_t* row, std::size_t K, int bits, const auto* x, const float* s) {
       return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
     };
-    t.group16_dot_q8 = [](const std::uint8_t* row, std::size_t K, int bits, const std::int8_t* x, const float* s) {
-      return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
-    };
+    t.group16_dot = dot16;
+    t.group16_dot_q8 = dot16;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);

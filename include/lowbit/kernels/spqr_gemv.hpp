@@ -80,6 +80,7 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
     std::vector<std::uint8_t> sc(chunk * G), zc(chunk * G);
     std::size_t h0 = r0, h1 = r0;  // rows [h0, h1): those whose codes sc, zc hold
     const bool expand = fast && (per > 1 || int8);  // scales per 16-code subgroup
+    const bool folded = fast && int8 && per == 1;   // int8, beta1 = 16: d_b goes in with the row's scales
     std::vector<float> par(4 * G), ps(G), pz(G), qs(G), qz(G), s(G), s16(expand ? K / detail::code_dot_group : 0);
     std::size_t block = std::size_t(-1);
     for (std::size_t r = r0; r < r1; ++r) {
@@ -100,8 +101,6 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
         k.unpack_codes(w.scale_codes.data(), nstat, w.stat_bits, h0 * G, (h1 - h0) * G, sc.data());
         k.unpack_codes(w.zero_codes.data(), nstat, w.stat_bits, h0 * G, (h1 - h0) * G, zc.data());
       }
-      // int8 with beta1 = 16: the activation scales go in with the row's.
-      const bool folded = fast && int8 && per == 1;
       const std::size_t at = (r - h0) * G;
       const float zero_term = k.group_scales({sc.data() + at, zc.data() + at, ps.data(), pz.data(), qs.data(),
                                               qz.data(), A.data(), folded ? xs.data() : nullptr},
