@@ -41,6 +41,7 @@
 #include "../core/types.hpp"
 #include "../format/kv_cache.hpp"
 #include "../simd/ops.hpp"
+#include "byte_quant.hpp"
 
 namespace lowbit::detail {
 
@@ -76,22 +77,6 @@ inline bool int8_keys(const AttendJob& j, const KvRows& r) noexcept {
 }
 inline bool int8_values(const AttendJob& j, const KvRows& r) noexcept {
   return int8_keys(j, r) && r.codes->group % bitpack::chunk_bytes == 0;
-}
-
-// v[0, n) as bytes with one step: q[i] = nearbyint(v[i] * (M / max|v|)), ties
-// to even, M = 127 for int8_t (symmetric) and 255 for uint8_t (v >= 0: the
-// probability weights); returns the step max|v| / M (0, and all codes 0, for
-// an all-zero v). The scalar meaning of Attend<Tag>::quantize_bytes, which
-// gives the same codes.
-template <class T>
-inline constexpr float byte_levels = std::is_signed_v<T> ? 127.0f : 255.0f;
-template <class T>
-inline float quantize_bytes(const float* v, std::size_t n, T* q) noexcept {
-  float top = 0.0f;
-  for (std::size_t i = 0; i < n; ++i) top = std::max(top, std::fabs(v[i]));
-  const float inv = top > 0.0f ? byte_levels<T> / top : 0.0f;
-  for (std::size_t i = 0; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
-  return top / byte_levels<T>;
 }
 
 // Value tokens per pass of the kernel (their rows stay in L1); int8 weights
@@ -361,28 +346,6 @@ struct Attend {
     return simd::shr_mask<Tag>(U8::load_unaligned(f.bytes + b), f.shift, (1 << B) - 1);
   }
 
-  // The largest lane of a batch (a tree of independent maxima).
-  static LOWBIT_ALWAYS_INLINE float lane_max(F v) noexcept {
-    alignas(64) float lanes[L];
-    v.store_aligned(lanes);
-    for (std::size_t half = L / 2; half > 0; half /= 2)
-      for (std::size_t k = 0; k < half; ++k) lanes[k] = std::max(lanes[k], lanes[k + half]);
-    return lanes[0];
-  }
-
-  // detail::quantize_bytes over batches, given m = max|v| (the callers fold
-  // it into the loops that make v): the same float operations, so the same codes.
-  template <class T>
-  static LOWBIT_ALWAYS_INLINE float quantize_bytes(const float* v, std::size_t n, float m, T* q) noexcept {
-    const float inv = m > 0.0f ? byte_levels<T> / m : 0.0f;
-    const auto code = [&](std::size_t i) { return xsimd::nearbyint_as_int(F::load_unaligned(v + i) * F(inv)); };
-    std::size_t i = 0;
-    for (; i + 4 * L <= n; i += 4 * L)
-      simd::narrow8<Tag>(code(i), code(i + L), code(i + 2 * L), code(i + 3 * L), q + i);
-    for (; i < n; ++i) q[i] = T(std::nearbyint(v[i] * inv));
-    return m / byte_levels<T>;
-  }
-
   // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n:
   // TT = L / HB tokens at a time, int32 sums, one haddp per HB * TT scores.
   template <int HB, bool OnePage, int B>
@@ -559,14 +522,14 @@ struct Attend {
             b = xsimd::fma(qv, F::load_unaligned(st_min.data() + ch), b);
           }
           bias[h] = xsimd::hadd(b) * job.scale;
-          top[h] = lane_max(m);
+          top[h] = lane_max<Tag>(m);
         }
         if (int8_keys(job, run)) {
           float step[HB];
           q8.resize(HB * d);
           for (int h = 0; h < HB; ++h) {
             const std::size_t o = std::size_t(h) * d;
-            step[h] = quantize_bytes(qe.data() + o, d, top[h], q8.data() + o);
+            step[h] = quantize_bytes_simd<Tag>(qe.data() + o, d, top[h], q8.data() + o);
           }
           with_code_rows(c, [&](const auto& rows, auto one_page) {
             float* sa = S.data() + t_off + (a - run.first);
@@ -593,7 +556,7 @@ struct Attend {
         F vtop(top);
         std::size_t t = 0;
         for (; t + L <= T; t += L) vtop = xsimd::max(vtop, F::load_unaligned(s + t));
-        top = lane_max(vtop);
+        top = lane_max<Tag>(vtop);
         for (; t < T; ++t) top = std::max(top, s[t]);
       }
       F vsum(0.0f);
@@ -671,13 +634,13 @@ struct Attend {
             }
             if (ws > n) wh[g * ws + n] = 0.0f;  // int8 pairs: an odd tile's last token pairs with weight 0
           }
-          wtop[h] = std::max(mt, lane_max(m));
+          wtop[h] = std::max(mt, lane_max<Tag>(m));
         }
         if (i8) {  // one step per head and tile, over all its groups
           float step[HB];
           w8.resize(HB * ng * ws);
           for (std::size_t h = 0; h < HB; ++h)
-            step[h] = quantize_bytes(w.data() + h * ng * ws, ng * ws, wtop[h], w8.data() + h * ng * ws);
+            step[h] = quantize_bytes_simd<Tag>(w.data() + h * ng * ws, ng * ws, wtop[h], w8.data() + h * ng * ws);
           if (!any8) acc8.assign(HB * d, 0.0f);  // the int8 runs' sums, in value_order() within each part
           any8 = true;
           with_code_rows(*run.codes, [&](const auto& rows, auto one_page) {

@@ -12,7 +12,7 @@
 #include "attention_kernel.hpp"
 #include "bf16_dot.hpp"
 #include "code_dot.hpp"
-#include "group_gemv.hpp"
+#include "group_gemm.hpp"
 #include "lut_gemv.hpp"
 #include "vq_kernel.hpp"
 
@@ -23,6 +23,7 @@ struct kernel_table {
   int f32_lanes = 0;  // float lanes of the fp32 kernels (activation layout, see PreparedActivations)
   void (*group_gemv)(const GroupQuantMatrix&, const PreparedActivations&, float* y, std::size_t r0,
                      std::size_t r1) = nullptr;
+  float (*quantize_i8)(const float* v, std::size_t n, std::int8_t* q);  // byte_quant.hpp
   void (*group_gemm)(const GroupQuantMatrix&, const PreparedActivations* a, std::size_t n, float* Y,
                      std::size_t ldy, std::size_t r0, std::size_t r1) = nullptr;
   float (*bf16_dot)(const std::uint16_t* w, const float* x, std::size_t n) = nullptr;
@@ -71,6 +72,7 @@ kernel_table make_kernel_table() {
     t.bf16_dot = bf16_dot_reference;
     t.split_bf16_dot = split_bf16_dot_reference;
     t.join_bf16_words = join_bf16_words_reference;
+    t.quantize_i8 = quantize_bytes<std::int8_t>;
     t.group16_dot = group16_dot_reference<float>;
     t.group16_dot_q8 = group16_dot_reference<std::int8_t>;
     t.group_scales = group_scales_reference;
@@ -103,6 +105,7 @@ kernel_table make_kernel_table() {
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;
     t.group_scales = group_scales<Tag>;
+    t.quantize_i8 = quantize_i8<Tag>;
     t.halves_to_float = simd::halves_to_float<Tag>;
     t.unpack_codes = unpack_codes<Tag>;
     t.bit_plane_gemv = [](const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y, std::size_t t0,

@@ -28,6 +28,7 @@
 #include "../core/bitpack.hpp"
 #include "../format/group_quant.hpp"
 #include "../simd/ops.hpp"
+#include "byte_quant.hpp"
 
 namespace lowbit {
 
@@ -59,7 +60,10 @@ struct PreparedActivations {
   // vector p holds code 4m + p of each run of 4L codes, so x is stored in
   // that order, x[4L h + L p + m] = src[4L h + 4m + p]. 0 keeps the natural
   // order (scalar reference).
-  void prepare(const float* src, std::size_t K, std::size_t group, bool use_int8, int lanes_ = 0) {
+  // quantize: quantize_bytes<int8_t> or its SIMD twin (the same codes).
+  using quantize_fn = float (*)(const float*, std::size_t, std::int8_t*);
+  void prepare(const float* src, std::size_t K, std::size_t group, bool use_int8, int lanes_ = 0,
+               quantize_fn quantize = quantize_bytes<std::int8_t>) {
     int8 = use_int8;
     lanes = use_int8 ? 0 : lanes_;
     const std::size_t nb = (K + act_block - 1) / act_block, G = (K + group - 1) / group;
@@ -88,20 +92,12 @@ struct PreparedActivations {
     d.assign(ns, 0.0f);
     for (std::size_t i = 0; i < ns; ++i) {
       const std::size_t k0 = i * segment, k1 = std::min(K, k0 + segment);
-      float amax = 0;
-      for (std::size_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(src[k]));
-      if (amax == 0.0f) continue;
-      const float di = amax / 127.0f, inv = 127.0f / amax;
+      d[i] = quantize(src + k0, k1 - k0, q.data() + k0);
       int sum = 0;
-      for (std::size_t k = k0; k < k1; ++k) {
-        const int v = int(std::nearbyint(src[k] * inv));
-        q[k] = std::int8_t(std::clamp(v, -127, 127));
-        sum += q[k];
-      }
-      d[i] = di;
+      for (std::size_t k = k0; k < k1; ++k) sum += q[k];
       // A segment lies in one group when g % 32 == 0 (the int8 fast path);
       // the reference recomputes sums itself for other groups.
-      group_sum[k0 / group] += di * float(sum);
+      group_sum[k0 / group] += d[i] * float(sum);
     }
   }
 
@@ -531,124 +527,6 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   const PreparedActivations* in[1] = {&a};
   float* out[1] = {y};
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
-}
-
-// Rows [r0, r1) of w dequantized, in the float-lane order of float_block
-// (the order PreparedActivations::values gives for the same lanes): out row
-// i at out + i * ldo, whole 32-code blocks. Codes past K dequantize to the
-// finite -s z and meet zero activations.
-template <class Tag, int Bits>
-void dequantize_rows(const GroupQuantMatrix& w, std::size_t r0, std::size_t r1, float* out, std::size_t ldo) {
-  using F = simd::f32<Tag>;
-  using D = block_decoder<Tag, Bits>;
-  constexpr int L = int(F::size), H = D::H;
-  const std::size_t K = w.cols, nb = (K + act_block - 1) / act_block, bpg = w.group / act_block;
-  row_params<Tag, Bits> rp(w);
-  for (std::size_t r = r0; r < r1; ++r) {
-    rp.load(r);
-    const D dec(w.row_codes(r), K);
-    float* o = out + (r - r0) * ldo;
-    for (std::size_t b = 0; b < nb; ++b) {
-      const std::size_t j = b / bpg;
-      const F s(rp.s[j]), sz(-rp.s[j] * rp.z[j]);
-      const float_block<Tag, Bits> fb{code_block<Tag, Bits>(dec, b)};
-      for (int h = 0; h < H; ++h)
-        for (int p = 0; p < 4; ++p) xsimd::fma(fb.f[h][p], s, sz).store_unaligned(o + b * act_block + (4 * h + p) * L);
-    }
-  }
-}
-
-// C[i][j] = sum_k A[i][k] B[j][k] for A: TI x K, B: TJ x K (row strides lda,
-// ldb, K a multiple of the float lanes): a register tile of TI x TJ
-// accumulators; every loaded vector feeds TJ or TI FMAs.
-template <class Tag, int TI, int TJ>
-void dot_tile(const float* A, std::size_t lda, const float* B, std::size_t ldb, std::size_t K, float* C,
-              std::size_t ldc) {
-  using F = simd::f32<Tag>;
-  constexpr std::size_t L = F::size;
-  F acc[TI][TJ];
-  for (int i = 0; i < TI; ++i)
-    for (int j = 0; j < TJ; ++j) acc[i][j] = F(0.0f);
-  for (std::size_t k = 0; k < K; k += L) {
-    F x[TI];
-    for (int i = 0; i < TI; ++i) x[i] = F::load_unaligned(A + i * lda + k);
-    for (int j = 0; j < TJ; ++j) {
-      const F wv = F::load_unaligned(B + j * ldb + k);
-      for (int i = 0; i < TI; ++i) acc[i][j] = xsimd::fma(x[i], wv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < TI; ++i)
-    for (int j = 0; j < TJ; ++j) C[i * ldc + j] = xsimd::hadd(acc[i][j]);
-}
-
-// Token counts from which gemm dequantizes panels of rows and runs a dense
-// register-tiled fp32 product instead of decoding every block once per tile
-// of tokens. Dequantizing costs about one fp32 gemv, the dense product about
-// a quarter of one per token (bench_gemv, BM_gemm_int4_g128*/N on AVX2), so
-// it pays from 4 tokens with fp32 activations; the int8 gemv is about 2.5x
-// faster than the fp32 one, so with int8 activations only from 12. With
-// VNNI the int8 tiles never lose: on a Zen 4 core (4096 x 4096, int4 g128)
-// tiles of 4 tokens cost 255 us a token, the dense product 493 us.
-inline std::size_t gemm_dense_tokens(bool int8, isa id) noexcept {
-  if (int8 && id == isa::avx512vnni) return std::size_t(-1);
-  return int8 ? 12 : 4;
-}
-
-// Tiles of NT tokens through group_rows; a short last tile repeats its last
-// token and drops those results.
-template <class Tag, int Bits, int NT>
-void group_gemm_tiles(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
-                      std::size_t ldy, std::size_t r0, std::size_t r1) {
-  std::vector<float> scratch(w.rows);
-  for (std::size_t n0 = 0; n0 < n; n0 += NT) {
-    const PreparedActivations* in[NT];
-    float* out[NT];
-    for (int t = 0; t < NT; ++t) {
-      const std::size_t i = n0 + std::size_t(t);
-      in[t] = &a[std::min(i, n - 1)];
-      out[t] = i < n ? Y + i * ldy : scratch.data();
-    }
-    group_rows<Tag, Bits, NT>(w, in, out, r0, r1);
-  }
-}
-
-// Y[n, r] (row stride ldy) for all n tokens, rows [r0, r1).
-//  n < gemm_dense_tokens: token tiles through group_rows (one decode of each
-//    block per tile).
-//  otherwise: panels of rows are dequantized to fp32 and multiplied with the
-//    activations (x, or d q_k for int8) by a 4 x 3 register tile. The
-//    product is the same sum as gemv's, in another order.
-template <class Tag, int Bits>
-void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
-                     std::size_t ldy, std::size_t r0, std::size_t r1) {
-  if (n < gemm_dense_tokens(a[0].int8, Tag::id)) {
-    // Tiles of 1, 2 or 4 tokens (3 runs as a padded 4: one instantiation
-    // less of the heaviest template, for a quarter of a tile's work).
-    switch (n) {
-      case 1: return group_gemm_tiles<Tag, Bits, 1>(w, a, n, Y, ldy, r0, r1);
-      case 2: return group_gemm_tiles<Tag, Bits, 2>(w, a, n, Y, ldy, r0, r1);
-      default: return group_gemm_tiles<Tag, Bits, 4>(w, a, n, Y, ldy, r0, r1);
-    }
-  }
-  constexpr std::size_t TI = 4, TJ = 3;
-  const std::size_t K = w.cols, Kp = (K + act_block - 1) / act_block * act_block;
-  const std::size_t n4 = (n + TI - 1) / TI * TI;
-  std::vector<float> X(n4 * Kp, 0.0f);
-  for (std::size_t i = 0; i < n; ++i) a[i].values(X.data() + i * Kp, K, simd::f32<Tag>::size);
-  // A panel of about 1 MiB of dequantized rows (at least one tile) is reused
-  // by every token tile while it sits in L2.
-  const std::size_t P = std::max<std::size_t>(TJ, (std::size_t(1) << 18) / Kp / TJ * TJ);
-  std::vector<float> Wp(P * Kp), C(n4 * P);
-  for (std::size_t p0 = r0; p0 < r1; p0 += P) {
-    const std::size_t pr = std::min(P, r1 - p0), prp = (pr + TJ - 1) / TJ * TJ;
-    dequantize_rows<Tag, Bits>(w, p0, p0 + pr, Wp.data(), Kp);
-    std::fill(Wp.begin() + std::ptrdiff_t(pr * Kp), Wp.begin() + std::ptrdiff_t(prp * Kp), 0.0f);
-    for (std::size_t j = 0; j < prp; j += TJ)
-      for (std::size_t i = 0; i < n4; i += TI)
-        dot_tile<Tag, TI, TJ>(X.data() + i * Kp, Kp, Wp.data() + j * Kp, Kp, Kp, C.data() + i * P + j, P);
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t j = 0; j < pr; ++j) Y[i * ldy + p0 + j] = C[i * P + j];
-  }
 }
 
 }  // namespace detail

@@ -59,7 +59,7 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
     a.prepare(xp.data(), K, g, false, fast ? k.f32_lanes : 0);
     A = std::move(a.group_sum);
   } else {
-    a.prepare(xp.data(), K, detail::act_block, true);
+    a.prepare(xp.data(), K, detail::act_block, true, 0, k.quantize_i8);
     a.values(xp.data(), K, 0);  // the reference path below reads these
     A.assign(G, 0.0f);
     for (std::size_t p = 0; p < K; ++p) A[p / g] += xp[p];
