@@ -213,17 +213,26 @@ TEST_CASE("gemv: adversarial activations and extreme codes", "[gemv]") {
   }
 }
 
-TEST_CASE("gemv: bit-identical for any thread count", "[gemv]") {
+TEST_CASE("gemv, gemm: bit-identical for any thread count", "[gemv]") {
   const Matrix w = test::llm_weights(1000, 512, 12);
   const std::vector<float> x = test::llm_activations(512, 13);
   const GroupQuantMatrix q = rtn::quantize(w, opts(4, 128));
+  Matrix X(11, 512);  // 11 tokens: the int8 token-lane kernel, a partial second tile
+  for (std::size_t n = 0; n < X.rows(); ++n) {
+    const auto xn = test::llm_activations(512, unsigned(40 + n));
+    std::copy(xn.begin(), xn.end(), X.row(n));
+  }
   for (auto act : {Activations::fp32, Activations::int8}) {
     for_each_isa([&](isa) {
       std::vector<float> y1(1000), yn(1000);
+      Matrix Y1(11, 1000), Yn(11, 1000);
       gemv(q, x, y1, RunOptions{act, 1});
+      gemm(q, X, Y1, RunOptions{act, 1});
       for (int t : {2, 3, 7}) {
         gemv(q, x, yn, RunOptions{act, t});
         REQUIRE(std::memcmp(y1.data(), yn.data(), y1.size() * 4) == 0);
+        gemm(q, X, Yn, RunOptions{act, t});
+        REQUIRE(std::memcmp(Y1.data(), Yn.data(), 11 * 1000 * 4) == 0);
       }
     });
   }
