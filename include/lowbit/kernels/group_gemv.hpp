@@ -258,8 +258,9 @@ struct code_block {
       return simd::dot_u8i8<Tag>(acc, c[h], xq);
     }
   }
-  simd::i32<Tag> dot_q8(const std::int8_t* q) const noexcept {
-    simd::i32<Tag> acc(0);
+  // acc + the block's sum: accumulating in place saves a zeroed register
+  // and an add per block.
+  simd::i32<Tag> dot_q8(const std::int8_t* q, simd::i32<Tag> acc) const noexcept {
     for (int h = 0; h < D::H; ++h) acc = dot_q8_half(acc, q, h);
     return acc;
   }
@@ -338,9 +339,15 @@ struct row_params {
       zr = zb.data() + (i0 - b0 * act_block);
     }
     if (!full) return;
-    for (std::size_t j = 0; j < G; ++j) s[j] = scale(j);
-    if (!w.symmetric)
-      for (std::size_t j = 0; j < G; ++j) z[j] = float(zr[j]);
+    using F = simd::f32<Tag>;
+    constexpr std::size_t L = F::size;
+    std::size_t j = 0;
+    if (w.scale_type == ScaleType::fp16)
+      for (; j + L <= G; j += L) simd::load_halves<Tag>(reinterpret_cast<const std::uint16_t*>(sp + 2 * j)).store_unaligned(&s[j]);
+    for (; j < G; ++j) s[j] = scale(j);
+    if (w.symmetric) return;
+    for (j = 0; j + L <= G; j += L) xsimd::to_float(simd::widen_u8<Tag>(zr + j)).store_unaligned(&z[j]);
+    for (; j < G; ++j) z[j] = float(zr[j]);
   }
 
   // Group j of the loaded row, without the arrays.
@@ -411,10 +418,30 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   const std::size_t upg = bpg / U;
   const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
   row_params<Tag, Bits> rp(w);
+  const std::size_t G = w.groups_per_row();
+  std::vector<float> sd(fast && Int8 ? NT * G : 0);  // fast int8: s_j d_j per token
   for (std::size_t r = r0; r < r1; ++r) {
-    rp.load(r, !fast);
+    rp.load(r);
     const D dec(w.row_codes(r), w.cols);
     float bias[NT] = {};
+    // Fast path: the zero-point term and the scales times d, per row in
+    // SIMD (per group in scalar they cost a fifth of the int4 q8 gemv).
+    if (fast)
+      for (int t = 0; t < NT; ++t) {
+        constexpr std::size_t L = F::size;
+        F b(0.0f);
+        std::size_t j = 0;
+        for (; j + L <= G; j += L) {
+          const F sj = F::load_unaligned(&rp.s[j]);
+          b = xsimd::fma(sj * F::load_unaligned(&rp.z[j]), F::load_unaligned(ag[t] + j), b);
+          if constexpr (Int8) (sj * F::load_unaligned(ad[t] + j)).store_unaligned(&sd[std::size_t(t) * G + j]);
+        }
+        bias[t] = xsimd::hadd(b);
+        for (; j < G; ++j) {
+          bias[t] += rp.s[j] * rp.z[j] * ag[t][j];
+          if constexpr (Int8) sd[std::size_t(t) * G + j] = rp.s[j] * ad[t][j];
+        }
+      }
     F acc[NT], g0[NT], g1[NT];
     I32 i0[NT], i1[NT];
     I16 p0[NT], p1[NT];
@@ -446,22 +473,17 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
               else if constexpr (use16)
                 (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
               else
-                (odd ? i1 : i0)[t] += cb.dot_q8(aq[t] + b * act_block);
+                (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * act_block, (odd ? i1 : i0)[t]);
             }
           });
-        // Scale, zero point and the zero-point term here rather than in
-        // per-row loops: scalar work that overlaps the vector work.
-        const float sj = rp.scale(j), szj = sj * rp.zero(j);
-        const F s(sj);
         for (int t = 0; t < NT; ++t) {
-          bias[t] += szj * ag[t][j];
           if constexpr (Int8) {
             if constexpr (use16) i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
-            acc[t] = xsimd::fma(xsimd::to_float(i0[t] + i1[t]), s * F(ad[t][j]), acc[t]);
+            acc[t] = xsimd::fma(xsimd::to_float(i0[t] + i1[t]), F(sd[std::size_t(t) * G + j]), acc[t]);
             i0[t] = i1[t] = I32(0);
             p0[t] = p1[t] = I16(0);
           } else {
-            acc[t] = xsimd::fma(g0[t] + g1[t], s, acc[t]);
+            acc[t] = xsimd::fma(g0[t] + g1[t], F(rp.s[j]), acc[t]);
             g0[t] = g1[t] = F(0.0f);
           }
         }
@@ -481,7 +503,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
             if constexpr (use16)
               (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
             else
-              (odd ? i1 : i0)[t] += cb.dot_q8(aq[t] + b * act_block);
+              (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * act_block, (odd ? i1 : i0)[t]);
           }
           if constexpr (use16)
             if (++n16 == blocks16) widen();
