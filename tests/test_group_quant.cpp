@@ -213,6 +213,27 @@ TEST_CASE("gemv: adversarial activations and extreme codes", "[gemv]") {
   }
 }
 
+TEST_CASE("quantize_i8: SIMD codes and step equal the scalar reference", "[gemv]") {
+  // Odd lengths (tails), an all-zero vector, exact .5 ties (round to even)
+  // and the extreme +-max|v| (code +-127).
+  for (std::size_t n : {0u, 1u, 7u, 31u, 32u, 33u, 100u, 257u}) {
+    std::vector<std::vector<float>> cases = {test::gaussian(n, unsigned(n + 3)), std::vector<float>(n, 0.0f)};
+    std::vector<float> ties(n);
+    for (std::size_t i = 0; i < n; ++i) ties[i] = (float(i % 255) - 127.0f) + (i % 2 ? 0.5f : -0.5f);
+    if (n > 0) ties[0] = 127.0f;  // max|v| = 127: the step is 1, ties stay ties
+    cases.push_back(ties);
+    for (const auto& v : cases) {
+      std::vector<std::int8_t> want(n), got(n);
+      const float step = detail::quantize_bytes<std::int8_t>(v.data(), n, want.data());
+      for_each_isa([&](isa i) {
+        std::fill(got.begin(), got.end(), std::int8_t(99));
+        REQUIRE(detail::kernels_for(i).quantize_i8(v.data(), n, got.data()) == step);
+        REQUIRE(got == want);
+      });
+    }
+  }
+}
+
 TEST_CASE("gemv, gemm: bit-identical for any thread count", "[gemv]") {
   const Matrix w = test::llm_weights(1000, 512, 12);
   const std::vector<float> x = test::llm_activations(512, 13);

@@ -70,7 +70,8 @@ inline void gemm(const GroupQuantMatrix& w, ConstMatrixView<float> X, MatrixView
   for (std::size_t i = 0; i < n && int8; ++i) int8 = detail::all_finite(X.row(i), X.cols());
   const auto& k = detail::active_kernels();
   std::vector<detail::PreparedActivations> a(n);
-  for (std::size_t i = 0; i < n; ++i) a[i].prepare(X.row(i), w.cols, w.group, int8, detail::x_lanes(k, w), k.quantize_i8);
+  for (std::size_t i = 0; i < n; ++i)
+    a[i].prepare(X.row(i), w.cols, w.group, int8, detail::x_lanes(k, w), k.quantize_i8);
   parallel_for(w.rows, 16, detail::threads_for(w.rows * n, w.cols, opt.threads),
                [&](std::size_t r0, std::size_t r1) { k.group_gemm(w, a.data(), n, Y.data(), Y.stride(), r0, r1); });
 }

@@ -5,14 +5,15 @@
 //  - token tiles (few tokens): group_rows of group_gemv.hpp for 1, 2 or 4
 //    tokens at a time, each block decoded once per tile. Rows equal gemv's
 //    bit for bit.
-//  - tokens in lanes (int8 activations): a panel of rows is decoded once to
-//    one byte per code, and lane t of each int32 vector accumulates token t:
+//  - tokens in lanes (int8 activations, 8 tokens or more): lane t of each
+//    int32 vector accumulates token t,
 //      acc_it += sum_{k<4} code_i[4m + k] * xq_t[4m + k]
-//    by one vpdpbusd / maddubs / sdot with the 4 codes broadcast to all
+//    by one vpdpbusd / maddubs / sdot with row i's 4 codes broadcast to all
 //    lanes. No horizontal sums, and the scales become vectors over tokens
-//    (d_t per segment one load, s_ig one broadcast), so a segment of 128
-//    codes costs 32 integer dot instructions per 8 tokens and 8 rows' worth
-//    of reuse, plus one conversion and two multiplies.
+//    (d_t per segment one load, s_ig one broadcast): per segment of 128
+//    codes, row and 8 tokens, 32 integer dots, one conversion and two
+//    multiplies. int4 / int2 rows are read packed, int3 unpacked to bytes
+//    per panel of rows (group_gemm_lanes).
 //  - dense fp32 (fp32 activations from 4 tokens): panels of rows dequantized
 //    to fp32 and multiplied by a register tile.
 //
@@ -164,7 +165,8 @@ void token_lane_tile(const std::uint8_t* const* rows, std::size_t nb, const floa
             if constexpr (W < 8) code = Tag::vnni ? (v & I(field_mask(f))) : ((v >> (W * f)) & I(field_mask(0)));
             const simd::u8<Tag> cu = simd::bitcast<std::uint8_t>(code);
             I(&d)[TI][TJ] = dot[Tag::vnni ? f : 0];
-            for (int j = 0; j < TJ; ++j) d[i][j] = simd::dot_u8i8<Tag>(d[i][j], cu, simd::bitcast<std::int8_t>(xv[f][j]));
+            for (int j = 0; j < TJ; ++j)
+              d[i][j] = simd::dot_u8i8<Tag>(d[i][j], cu, simd::bitcast<std::int8_t>(xv[f][j]));
           }
         }
       }
@@ -230,9 +232,12 @@ void group_gemm_lanes_w(const GroupQuantMatrix& w, const PreparedActivations* a,
         // Rows past the panel read zeros and are never stored.
         const std::uint8_t* rows[TI];
         for (std::size_t i = 0; i < TI; ++i)
-          rows[i] = i0 + i >= pr ? zero_row.data() : in_place ? w.row_codes(p0 + i0 + i) : codes.data() + (i0 + i) * Kp;
+          rows[i] = i0 + i >= pr ? zero_row.data()
+                    : in_place   ? w.row_codes(p0 + i0 + i)
+                                 : codes.data() + (i0 + i) * Kp;
         F acc[TI][TJ];
-        token_lane_tile<Tag, W, int(TI), TJ>(rows, nb, &s[i0 * G], &sz[i0 * G], G, seg, w.group / seg, tiles[tile], acc);
+        token_lane_tile<Tag, W, int(TI), TJ>(rows, nb, &s[i0 * G], &sz[i0 * G], G, seg, w.group / seg, tiles[tile],
+                                             acc);
         // A TI x L block per vector j, transposed through C's layout.
         alignas(64) float out[L];
         for (std::size_t i = 0; i < TI; ++i)
@@ -255,7 +260,8 @@ void group_gemm_lanes(const GroupQuantMatrix& w, const PreparedActivations* a, s
   static_assert(Bits < 8 || Tag::vnni, "8-bit codes exceed dot_u8i8's range without VNNI");
   constexpr int W = bitpack::plane_width(Bits, 0);
   if constexpr (bitpack::plane_count(Bits) == 1 && W < 8)
-    if ((a[0].segment / act_block) % (8 / W) == 0) return group_gemm_lanes_w<Tag, Bits, W, TJ>(w, a, n, Y, ldy, r0, r1);
+    if ((a[0].segment / act_block) % (8 / W) == 0)
+      return group_gemm_lanes_w<Tag, Bits, W, TJ>(w, a, n, Y, ldy, r0, r1);
   group_gemm_lanes_w<Tag, Bits, 8, TJ>(w, a, n, Y, ldy, r0, r1);
 }
 

@@ -321,36 +321,32 @@ struct row_params {
   D zdec;
   std::vector<std::uint8_t> zb;
   const std::uint8_t* sp = nullptr;  // the row's scales
-  const std::uint8_t* zr = nullptr;  // the row's zero codes (asymmetric)
 
   explicit row_params(const GroupQuantMatrix& m)
       : w(m), G(m.groups_per_row()), s(G), z(G, float(1 << (Bits - 1))),
         zdec(m.symmetric ? m.codes.data() : m.zeros.data(), m.symmetric ? 0 : m.rows * G),
         zb((G / act_block + 2) * act_block) {}
 
-  // Row r: raw scales and zero codes, and (full) the float arrays s, z.
-  void load(std::size_t r, bool full = true) noexcept {
-    sp = w.scales.data() + r * G * scale_bytes(w.scale_type);
-    if (!w.symmetric) {
-      const std::size_t i0 = r * G, b0 = i0 / act_block, b1 = (i0 + G - 1) / act_block;
-      for (std::size_t b = b0; b <= b1; ++b)
-        for (int h = 0; h < D::H; ++h)
-          zdec.decode(b, h).store_unaligned(zb.data() + (b - b0) * act_block + h * D::S);
-      zr = zb.data() + (i0 - b0 * act_block);
-    }
-    if (!full) return;
+  // Row r: the float arrays s and z (F16C / widening loads, scalar tails).
+  void load(std::size_t r) noexcept {
     using F = simd::f32<Tag>;
     constexpr std::size_t L = F::size;
+    sp = w.scales.data() + r * G * scale_bytes(w.scale_type);
     std::size_t j = 0;
     if (w.scale_type == ScaleType::fp16)
-      for (; j + L <= G; j += L) simd::load_halves<Tag>(reinterpret_cast<const std::uint16_t*>(sp + 2 * j)).store_unaligned(&s[j]);
+      for (; j + L <= G; j += L)
+        simd::load_halves<Tag>(reinterpret_cast<const std::uint16_t*>(sp + 2 * j)).store_unaligned(&s[j]);
     for (; j < G; ++j) s[j] = scale(j);
     if (w.symmetric) return;
+    const std::size_t i0 = r * G, b0 = i0 / act_block, b1 = (i0 + G - 1) / act_block;
+    for (std::size_t b = b0; b <= b1; ++b)
+      for (int h = 0; h < D::H; ++h) zdec.decode(b, h).store_unaligned(zb.data() + (b - b0) * act_block + h * D::S);
+    const std::uint8_t* zr = zb.data() + (i0 - b0 * act_block);  // the row's zero codes
     for (j = 0; j + L <= G; j += L) xsimd::to_float(simd::widen_u8<Tag>(zr + j)).store_unaligned(&z[j]);
     for (; j < G; ++j) z[j] = float(zr[j]);
   }
 
-  // Group j of the loaded row, without the arrays.
+  // Group j's scale of the loaded row.
   float scale(std::size_t j) const noexcept {
     if (w.scale_type == ScaleType::fp32) {
       float v;
@@ -361,12 +357,17 @@ struct row_params {
     std::memcpy(&h, sp + 2 * j, 2);
     return simd::half_to_float<Tag>(h);
   }
-  float zero(std::size_t j) const noexcept { return w.symmetric ? float(1 << (Bits - 1)) : float(zr[j]); }
 
-  // sum_j s_j z_j A_j: the zero-point term of the row for activations a.
-  float bias(const PreparedActivations& a) const noexcept {
-    float acc = 0;
-    for (std::size_t j = 0; j < G; ++j) acc += s[j] * z[j] * a.group_sum[j];
+  // sum_j s_j z_j A_j: the zero-point term of the loaded row for group sums A.
+  float bias(const float* A) const noexcept {
+    using F = simd::f32<Tag>;
+    constexpr std::size_t L = F::size;
+    F b(0.0f);
+    std::size_t j = 0;
+    for (; j + L <= G; j += L)
+      b = xsimd::fma(F::load_unaligned(&s[j]) * F::load_unaligned(&z[j]), F::load_unaligned(A + j), b);
+    float acc = xsimd::hadd(b);
+    for (; j < G; ++j) acc += s[j] * z[j] * A[j];
     return acc;
   }
 };
@@ -423,25 +424,19 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   for (std::size_t r = r0; r < r1; ++r) {
     rp.load(r);
     const D dec(w.row_codes(r), w.cols);
-    float bias[NT] = {};
-    // Fast path: the zero-point term and the scales times d, per row in
-    // SIMD (per group in scalar they cost a fifth of the int4 q8 gemv).
-    if (fast)
-      for (int t = 0; t < NT; ++t) {
-        constexpr std::size_t L = F::size;
-        F b(0.0f);
-        std::size_t j = 0;
-        for (; j + L <= G; j += L) {
-          const F sj = F::load_unaligned(&rp.s[j]);
-          b = xsimd::fma(sj * F::load_unaligned(&rp.z[j]), F::load_unaligned(ag[t] + j), b);
-          if constexpr (Int8) (sj * F::load_unaligned(ad[t] + j)).store_unaligned(&sd[std::size_t(t) * G + j]);
+    float bias[NT];
+    for (int t = 0; t < NT; ++t) bias[t] = rp.bias(ag[t]);
+    // Fast int8 path: the scales times d per row in SIMD (per group in
+    // scalar, with the zero-point term, they cost a fifth of the int4 q8 gemv).
+    if constexpr (Int8)
+      if (fast)
+        for (int t = 0; t < NT; ++t) {
+          float* st = &sd[std::size_t(t) * G];
+          std::size_t j = 0;
+          for (; j + F::size <= G; j += F::size)
+            (F::load_unaligned(&rp.s[j]) * F::load_unaligned(ad[t] + j)).store_unaligned(st + j);
+          for (; j < G; ++j) st[j] = rp.s[j] * ad[t][j];
         }
-        bias[t] = xsimd::hadd(b);
-        for (; j < G; ++j) {
-          bias[t] += rp.s[j] * rp.z[j] * ag[t][j];
-          if constexpr (Int8) sd[std::size_t(t) * G + j] = rp.s[j] * ad[t][j];
-        }
-      }
     F acc[NT], g0[NT], g1[NT];
     I32 i0[NT], i1[NT];
     I16 p0[NT], p1[NT];
@@ -530,7 +525,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
           group_end = std::min(group_end + bpg, nb);
         }
       });
-    for (int t = 0; t < NT; ++t) y[t][r] = xsimd::hadd(acc[t]) - rp.bias(*a[t]);
+    for (int t = 0; t < NT; ++t) y[t][r] = xsimd::hadd(acc[t]) - bias[t];
   }
 }
 

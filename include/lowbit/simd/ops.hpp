@@ -110,11 +110,6 @@ inline void stream_fence() noexcept {
 #endif
 }
 
-// Asks for the cache line holding p in L2 ahead of its use (a hint: never
-// faults, whatever p is). For data the hardware prefetchers cannot foresee,
-// such as the next panel a blocked kernel will read after a long compute.
-inline void prefetch_l2(const void* p) noexcept { __builtin_prefetch(p, 0, 2); }
-
 // acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
 // Precondition without VNNI (maddubs saturates pairs at int16): a[i] <= 127
 // and b[i] >= -127, so a pair sum stays within 2*127*127 < 32767.
