@@ -62,7 +62,9 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const floa
   const std::size_t nb = K / 32;
   // Blocks in decoder units (compile-time bit-fields, group_gemv.hpp), odd
   // and even blocks on separate accumulators.
-  for (std::size_t u = 0; u * U < nb; ++u)
+  constexpr std::size_t unit_bytes = std::size_t(U) * Bits * 4;  // a unit of U 32-code blocks
+  for (std::size_t u = 0; u * U < nb; ++u) {
+    simd::prefetch_ahead(row + u * unit_bytes, unit_bytes);
     unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
       const std::size_t b = u * U + std::size_t(J());
       if (b >= nb) return;
@@ -86,6 +88,7 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const floa
         acc = xsimd::fma(d, sv, acc);
       }
     });
+  }
   return xsimd::hadd(acc0 + acc1);
 }
 

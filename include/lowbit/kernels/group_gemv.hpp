@@ -416,7 +416,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
     ad[t] = a[t]->d.data();
     ax[t] = a[t]->x.data();
   }
-  const std::size_t upg = bpg / U;
+  const std::size_t upg = bpg / U, group_bytes = w.group * Bits / 8;
   const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
   row_params<Tag, Bits> rp(w);
   const std::size_t G = w.groups_per_row();
@@ -457,6 +457,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
     // segment per group, few enough blocks for int16: no per-block checks.
     if (fast) {
       for (std::size_t u = 0; u < nu; u += upg) {
+        simd::prefetch_ahead(w.row_codes(r) + j * group_bytes, group_bytes);
         for (std::size_t v = u; v < u + upg; ++v)
           unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
             constexpr bool odd = J() % 2;

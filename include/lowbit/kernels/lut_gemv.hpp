@@ -246,6 +246,7 @@ void bit_plane_gemv(const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y,
         for (auto& a : acc)
           for (auto& b : a) b[0] = b[1] = I16(0);
         for (std::size_t t = t0; t < std::min(t1, t0 + tb.segment); ++t) {
+          simd::prefetch_ahead(codes + t * P * BitPlaneMatrix::block_bytes, P * BitPlaneMatrix::block_bytes);
           const auto tbl = simd::table16<Tag>(tb.q.data() + 16 * t);
           for (int p = 0; p < P; ++p)
             for (std::size_t r = 0; r < NR; ++r) {

@@ -4,6 +4,7 @@
 // scalar reference kernels compute.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -108,6 +109,19 @@ inline void stream_fence() noexcept {
 #if defined(__SSE4_1__)
   _mm_sfence();
 #endif
+}
+
+// Kernels that stream weights (rows or tiles stored one after another) ask
+// for the lines `prefetch_distance` bytes ahead of those in use: computing
+// between loads, one core keeps too few misses in flight for the hardware
+// prefetchers alone to reach DRAM bandwidth (bench/README.md, "prefetch").
+// 4 KiB: two rows at K = 4096, int4; well within L1.
+inline constexpr std::size_t prefetch_distance = 4096;
+
+// Asks for the lines of [p + prefetch_distance, + n), n the bytes the caller
+// reads from p on: a hint, never a fault, whatever the address.
+inline void prefetch_ahead(const std::uint8_t* p, std::size_t n) noexcept {
+  for (std::size_t o = 0; o < n; o += 64) __builtin_prefetch(p + prefetch_distance + o, 0, 3);
 }
 
 // acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
