@@ -118,10 +118,15 @@ inline void stream_fence() noexcept {
 // 4 KiB: two rows at K = 4096, int4; well within L1.
 inline constexpr std::size_t prefetch_distance = 4096;
 
-// Asks for the lines of [p + prefetch_distance, + n), n the bytes the caller
-// reads from p on: a hint, never a fault, whatever the address.
+// Asks for the lines that start in [p + prefetch_distance, + n), n the
+// bytes the caller reads from p on: calls over consecutive ranges ask for
+// each line once, however small n. A hint, never a fault; the address is
+// formed as an integer because it may lie past the end of the buffer, where
+// pointer arithmetic would be undefined.
 inline void prefetch_ahead(const std::uint8_t* p, std::size_t n) noexcept {
-  for (std::size_t o = 0; o < n; o += 64) __builtin_prefetch(p + prefetch_distance + o, 0, 3);
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p) + prefetch_distance;
+  for (std::uintptr_t line = (a + 63) & ~std::uintptr_t(63); line < a + n; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
 }
 
 // acc[j] + sum_{k<4} a[4j+k] * b[4j+k]: unsigned bytes times signed bytes.
