@@ -158,7 +158,7 @@ struct SpqrMatrix {
     // array, counted in one branch-free pass, are all at row boundaries. Then
     // a row's last column is its largest, the only one to range-check.
     const std::uint16_t* col = outlier_col.data();
-    std::size_t descents = 0;
+    std::uint32_t descents = 0;  // fits: at most UINT32_MAX outliers (above); 32-bit lanes vectorize twice as wide
     for (std::size_t k = 1; k < outlier_col.size(); ++k) descents += col[k - 1] >= col[k];
     std::size_t i = 0;  // the row's first outlier
     for (std::size_t r = 0; r < rows; ++r) {

@@ -61,13 +61,15 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const floa
   F acc0(0.0f), acc1(0.0f);
   const std::size_t nb = K / 32;
   // Blocks in decoder units (compile-time bit-fields, group_gemv.hpp), odd
-  // and even blocks on separate accumulators.
+  // and even blocks on separate accumulators; whole units without a bounds
+  // check per block, then the partial one.
   constexpr std::size_t unit_bytes = std::size_t(U) * Bits * 4;  // a unit of U 32-code blocks
-  for (std::size_t u = 0; u * U < nb; ++u) {
+  const auto run_unit = [&](std::size_t u, auto partial) {
     simd::prefetch_ahead(row + u * unit_bytes, unit_bytes);
     unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
       const std::size_t b = u * U + std::size_t(J());
-      if (b >= nb) return;
+      if constexpr (decltype(partial)::value)
+        if (b >= nb) return;
       constexpr bool fp32 = std::is_same_v<X, float>;
       const code_block<Tag, Bits> cb(dec, u, J);
       // fp32: the block widened once for both halves.
@@ -88,7 +90,10 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const floa
         acc = xsimd::fma(d, sv, acc);
       }
     });
-  }
+  };
+  const std::size_t full = nb / U;
+  for (std::size_t u = 0; u < full; ++u) run_unit(u, std::false_type{});
+  if (full * U < nb) run_unit(full, std::true_type{});
   return xsimd::hadd(acc0 + acc1);
 }
 
@@ -152,19 +157,24 @@ template <class Tag>
 float group_scales(const RowStats& r, std::size_t G, float* s) noexcept {
   using F = simd::f32<Tag>;
   constexpr std::size_t L = F::size;
-  F acc(0.0f);
+  F acc[2] = {F(0.0f), F(0.0f)};  // two chains: with one, perf saw the loop wait on its FMA
   std::size_t j = 0;
   // The pointers in locals: through r, every store to s would reload them.
   const std::uint8_t *sc = r.sc, *zc = r.zc;
   const float *ps = r.ps, *pz = r.pz, *qs = r.qs, *qz = r.qz, *A = r.A, *xs = r.xs;
-  for (; j + L <= G; j += L) {
-    const F sj = F::load_unaligned(ps + j) * (xsimd::to_float(simd::widen_u8<Tag>(sc + j)) - F::load_unaligned(pz + j));
-    const F zj = F::load_unaligned(qs + j) * (xsimd::to_float(simd::widen_u8<Tag>(zc + j)) - F::load_unaligned(qz + j));
-    (xs ? sj * F::load_unaligned(xs + j) : sj).store_unaligned(s + j);
-    acc = xsimd::fma(sj * zj, F::load_unaligned(A + j), acc);
+  const auto step = [&](std::size_t i, F& a) {
+    const F sj = F::load_unaligned(ps + i) * (xsimd::to_float(simd::widen_u8<Tag>(sc + i)) - F::load_unaligned(pz + i));
+    const F zj = F::load_unaligned(qs + i) * (xsimd::to_float(simd::widen_u8<Tag>(zc + i)) - F::load_unaligned(qz + i));
+    (xs ? sj * F::load_unaligned(xs + i) : sj).store_unaligned(s + i);
+    a = xsimd::fma(sj * zj, F::load_unaligned(A + i), a);
+  };
+  for (; j + 2 * L <= G; j += 2 * L) {
+    step(j, acc[0]);
+    step(j + L, acc[1]);
   }
+  if (j + L <= G) step(j, acc[0]), j += L;
   const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j, r.xs ? r.xs + j : nullptr};
-  return xsimd::hadd(acc) + group_scales_reference(tail, G - j, s + j);
+  return xsimd::hadd(acc[0] + acc[1]) + group_scales_reference(tail, G - j, s + j);
 }
 
 }  // namespace lowbit::detail
