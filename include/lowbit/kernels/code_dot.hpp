@@ -172,7 +172,10 @@ float group_scales(const RowStats& r, std::size_t G, float* s) noexcept {
     step(j, acc[0]);
     step(j + L, acc[1]);
   }
-  if (j + L <= G) step(j, acc[0]), j += L;
+  if (j + L <= G) {  // one vector left before the scalar tail
+    step(j, acc[0]);
+    j += L;
+  }
   const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j, r.xs ? r.xs + j : nullptr};
   return xsimd::hadd(acc[0] + acc[1]) + group_scales_reference(tail, G - j, s + j);
 }
