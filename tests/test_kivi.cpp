@@ -255,8 +255,12 @@ TEST_CASE("kivi: int8 attention equals its scalar reference on every ISA, falls 
           "[kivi][attention]") {
   // The shapes above, and dim 96 (three fields a row, pages of two tokens at
   // 4 bits, value group 96) and value group 16 (keys int8, values fp32);
-  // dims 40, 24 and 8 (not whole fields) take the fp32 arithmetic.
+  // dims 40, 24 and 8 (not whole fields) take the fp32 arithmetic; dim 128
+  // with 3 and 2 (mod 4) quantized value tokens in the last tile, four and
+  // then two plus one query heads per kv head.
   std::vector<AttentionCase> cases(std::begin(attention_cases), std::end(attention_cases));
+  cases.push_back({8, 2, 128, 2, 32, 128, 259});
+  cases.push_back({6, 2, 128, 4, 32, 128, 262});
   cases.push_back({12, 4, 96, 4, 32, 32, 161});
   cases.push_back({4, 1, 96, 2, 96, 96, 290});
   cases.push_back({8, 1, 64, 2, 16, 32, 99});

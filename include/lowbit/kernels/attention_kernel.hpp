@@ -26,10 +26,14 @@
 // uint8 (one step; they are >= 0), and the sums over codes become integer
 // dot products (vpdpbusd / pmaddubsw / NEON; simd/ops.hpp), as llama.cpp
 // turns the query into q8 blocks for a quantized K cache. The windows stay fp32.
+// Scores put one token in each int32 lane (scores_i8_words: no reduction
+// across lanes); value sums put four tokens of a channel in each lane with
+// VNNI (accumulate_i8: one vpdpbusd per head and four tokens).
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -346,39 +350,80 @@ struct Attend {
     return simd::shr_mask<Tag>(U8::load_unaligned(f.bytes + b), f.shift, (1 << B) - 1);
   }
 
-  // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n:
-  // TT = L / HB tokens at a time, int32 sums, one haddp per HB * TT scores.
+  // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n.
   template <int HB, bool OnePage, int B>
   static void scores_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
                         const std::int8_t* q8, const float* step, const float* bias, float* s,
                         std::size_t lds) noexcept {
+    if constexpr (OnePage) scores_i8_words<HB, B>(rows, t0, n, dim, q8, step, bias, s, lds);
+    else scores_i8_reduce<HB, B>(rows, t0, n, dim, q8, step, bias, s, lds);
+  }
+
+  // Rows of one page each, n a multiple of L; L tokens at a time, one per
+  // int32 lane. The 32-bit words of four rows are transposed within each
+  // 128-bit lane (lane k holds rows 4k .. 4k + 3), so a dot of a word batch
+  // with one broadcast word of q8 (four channels) adds to every token's own
+  // lane, and the scores come out as one batch: no reduction across lanes
+  // (scores_i8_reduce's haddp and per-score stores took a third of its
+  // instructions).
+  template <int HB, int B>
+  static void scores_i8_words(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
+                              const std::int8_t* q8, const float* step, const float* bias, float* s,
+                              std::size_t lds) noexcept {
+    using I64 = xsimd::batch<std::int64_t, typename Tag::arch>;
+    constexpr std::size_t fields = 8 / B, lanes = W / 16;
+    const std::size_t row_bytes = dim * B / 8;
+    const auto w64 = [](I v) { return simd::bitcast<std::int64_t>(v); };
+    assert(n % L == 0);  // a key block: a multiple of 8 tokens
+    for (std::size_t t = 0; t < n; t += L) {
+      const std::uint8_t* r[L];
+      for (std::size_t k = 0; k < L; ++k) r[k] = rows.row(t0 + t + k).page;
+      I acc[HB][2];  // two chains per head (even and odd fields)
+      for (auto& a : acc) a[0] = a[1] = I(0);
+      for (std::size_t off = 0; off < row_bytes; off += 16) {
+        I x[4];
+        for (std::size_t i = 0; i < 4; ++i)
+          x[i] = simd::bitcast<std::int32_t>(simd::load_lanes<Tag>(r[i] + off, r[lanes > 1 ? 4 + i : i] + off));
+        const I a01 = xsimd::zip_lo(x[0], x[1]), b01 = xsimd::zip_hi(x[0], x[1]);
+        const I a23 = xsimd::zip_lo(x[2], x[3]), b23 = xsimd::zip_hi(x[2], x[3]);
+        const I64 v64[4] = {xsimd::zip_lo(w64(a01), w64(a23)), xsimd::zip_hi(w64(a01), w64(a23)),
+                            xsimd::zip_lo(w64(b01), w64(b23)), xsimd::zip_hi(w64(b01), w64(b23))};
+        // Word k of this 16-byte part: codes of channels c0 + 32 f + 4 k + (0 .. 3) at shift B f.
+        const std::size_t c0 = off / bitpack::chunk_bytes * fields * field + off % bitpack::chunk_bytes;
+#pragma GCC unroll 4
+        for (std::size_t f = 0; f < fields; ++f)
+          for (std::size_t k = 0; k < 4; ++k) {
+            const U8 c = simd::shr_mask<Tag>(simd::bitcast<std::uint8_t>(v64[k]), int(B * f), (1 << B) - 1);
+            for (int h = 0; h < HB; ++h)
+              acc[h][f % 2] =
+                  simd::dot_u8i8_word<Tag>(acc[h][f % 2], c, q8 + std::size_t(h) * dim + c0 + field * f + 4 * k);
+          }
+      }
+      for (int h = 0; h < HB; ++h)  // exact sums
+        xsimd::fma(xsimd::to_float(acc[h][0] + acc[h][1]), F(step[h]), F(bias[h]))
+            .store_unaligned(s + std::size_t(h) * lds + t);
+    }
+  }
+
+  // Any rows: TT = L / HB tokens at a time, int32 sums, one haddp per HB * TT scores.
+  template <int HB, int B>
+  static void scores_i8_reduce(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
+                               const std::int8_t* q8, const float* step, const float* bias, float* s,
+                               std::size_t lds) noexcept {
     constexpr std::size_t TT = L / HB;
     for (std::size_t t = 0; t < n; t += TT) {
       I acc[L];
       for (auto& a : acc) a = I(0);
       CodeRow<B> r[TT];
       for (std::size_t k = 0; k < TT; ++k) r[k] = rows.row(t0 + std::min(t + k, n - 1));
-      const auto dot = [&](std::size_t k, U8 c, std::size_t j, std::size_t b) LOWBIT_ALWAYS_INLINE {
-        for (int h = 0; h < HB; ++h)
-          acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
-              acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
-      };
-      if constexpr (OnePage) {  // rows of whole chunks: one load per chunk, its fields at fixed shifts
-        constexpr std::size_t fields = 8 / B;
-        for (std::size_t ch = 0; ch < dim / (fields * field); ++ch)
-          for (std::size_t b = 0; b < field; b += W) {
-            U8 v[TT];
-            for (std::size_t k = 0; k < TT; ++k) v[k] = U8::load_unaligned(r[k].page + ch * bitpack::chunk_bytes + b);
-#pragma GCC unroll 4
-            for (std::size_t f = 0; f < fields; ++f)
-              for (std::size_t k = 0; k < TT; ++k)
-                dot(k, simd::shr_mask<Tag>(v[k], int(B * f), (1 << B) - 1), ch * fields + f, b);
+      for (std::size_t j = 0; j < dim / field; ++j)
+        for (std::size_t b = 0; b < field; b += W)
+          for (std::size_t k = 0; k < TT; ++k) {
+            const U8 c = field_codes<false>(r[k], j, b);
+            for (int h = 0; h < HB; ++h)
+              acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
+                  acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
           }
-      } else {
-        for (std::size_t j = 0; j < dim / field; ++j)
-          for (std::size_t b = 0; b < field; b += W)
-            for (std::size_t k = 0; k < TT; ++k) dot(k, field_codes<false>(r[k], j, b), j, b);
-      }
       F f[L];
       for (std::size_t i = 0; i < L; ++i) f[i] = xsimd::to_float(acc[i]);  // exact: |sum| < 2^24
       alignas(64) float sum[L];
@@ -389,20 +434,43 @@ struct Attend {
     }
   }
 
+  // Four rows' codes byte-interleaved within 128-bit lanes (xsimd zip on
+  // x86): each 32-bit word of z[m] is one channel's codes of the four tokens.
+  static LOWBIT_ALWAYS_INLINE void interleave4(const U8 (&c)[4], U8 (&z)[4]) noexcept {
+    using U16 = xsimd::batch<std::uint16_t, typename Tag::arch>;
+    const auto w16 = [](U8 v) { return simd::bitcast<std::uint16_t>(v); };
+    const auto u8 = [](U16 v) { return simd::bitcast<std::uint8_t>(v); };
+    const U8 l01 = xsimd::zip_lo(c[0], c[1]), h01 = xsimd::zip_hi(c[0], c[1]);
+    const U8 l23 = xsimd::zip_lo(c[2], c[3]), h23 = xsimd::zip_hi(c[2], c[3]);
+    z[0] = u8(xsimd::zip_lo(w16(l01), w16(l23)));
+    z[1] = u8(xsimd::zip_hi(w16(l01), w16(l23)));
+    z[2] = u8(xsimd::zip_lo(w16(h01), w16(h23)));
+    z[3] = u8(xsimd::zip_hi(w16(h01), w16(h23)));
+  }
+
   // The channel (within its W-channel part of a field) of each float that
-  // accumulate_i8 writes: pairs of rows are byte-interleaved (xsimd zip, in
-  // 128-bit lanes on x86), pair sums widen in order.
+  // accumulate_i8 writes, found by running its interleave on the channel
+  // numbers: with VNNI four rows (interleave4, int32 lanes), else pairs of
+  // rows (int16 pair sums, widened in order).
   static const std::uint8_t* value_order() noexcept {
     static const auto order = [] {
-      alignas(64) std::uint8_t idx[W], lo[W], hi[W];
+      alignas(64) std::uint8_t idx[W], z[4][W], lo[W], hi[W];
       for (std::size_t i = 0; i < W; ++i) idx[i] = std::uint8_t(i);
       const U8 v = U8::load_aligned(idx);
-      xsimd::zip_lo(v, v).store_aligned(lo);
-      xsimd::zip_hi(v, v).store_aligned(hi);
       std::array<std::uint8_t, W> o{};
-      for (std::size_t j = 0; j < W / 2; ++j) {
-        o[j] = lo[2 * j];
-        o[W / 2 + j] = hi[2 * j];
+      if constexpr (Tag::vnni) {
+        U8 zv[4];
+        interleave4({v, v, v, v}, zv);
+        for (std::size_t m = 0; m < 4; ++m) zv[m].store_aligned(z[m]);
+        for (std::size_t m = 0; m < 4; ++m)
+          for (std::size_t i = 0; i < L; ++i) o[m * L + i] = z[m][4 * i];
+      } else {
+        xsimd::zip_lo(v, v).store_aligned(lo);
+        xsimd::zip_hi(v, v).store_aligned(hi);
+        for (std::size_t j = 0; j < W / 2; ++j) {
+          o[j] = lo[2 * j];
+          o[W / 2 + j] = hi[2 * j];
+        }
       }
       return o;
     }();
@@ -411,47 +479,70 @@ struct Attend {
 
   // acc[h * dim + 32 j + b + i] += step[h] * sum_t w8[(h * ng + g) * ws + t] code(t0 + t, c),
   // c = 32 j + b + value_order()[i], g = c / group, ng = dim / group; n <= tile,
-  // ws >= n even, w8 zero at n when n is odd. Two rows byte-interleaved give
-  // one pmaddubsw per head for two tokens; int16 sums are flushed before they
-  // could overflow.
+  // ws >= n a multiple of 4, w8 zero from n to ws (the padding tokens repeat
+  // the last row).
   template <int HB, bool OnePage, int B>
   static void accumulate_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
                             const std::uint8_t* w8, std::size_t ws, const float* step, std::size_t group,
                             float* acc) noexcept {
     const std::size_t ng = dim / group;
-    constexpr std::size_t flush_pairs = 32767 / (2 * 255 * ((1 << B) - 1));  // 21 at 2 bits, 4 at 4
-    const std::size_t np = (n + 1) / 2;
-    CodeRow<B> cur[tile + 1];
+    static_assert(tile % 4 == 0, "ws <= tile");
+    CodeRow<B> cur[tile];
     for (std::size_t t = 0; t < n; ++t) cur[t] = rows.row(t0 + t);
-    cur[n] = cur[n - 1];  // an odd tile's last pair repeats its row with weight 0
+    for (std::size_t t = n; t < ws; ++t) cur[t] = cur[n - 1];
+    const auto flush = [&](int h, std::size_t j, std::size_t b, std::size_t m, I sum) LOWBIT_ALWAYS_INLINE {
+      float* o = acc + std::size_t(h) * dim + field * j + b + m * L;
+      xsimd::fma(F(step[h]), xsimd::to_float(sum), F::load_unaligned(o)).store_unaligned(o);
+    };
     for (std::size_t j = 0; j < dim / field; ++j) {
       const std::size_t g = field * j / group;
-      for (std::size_t b = 0; b < field; b += W)
-        for (std::size_t p0 = 0; p0 < np; p0 += flush_pairs) {
-          I16 lo[HB], hi[HB];
-          for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
-          for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
-            const U8 ca = field_codes<OnePage>(cur[2 * pi], j, b), cb = field_codes<OnePage>(cur[2 * pi + 1], j, b);
-            const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
+      for (std::size_t b = 0; b < field; b += W) {
+        if constexpr (Tag::vnni) {  // four tokens of a channel per int32 lane: one vpdpbusd per head
+          I sum[HB][4];
+          for (auto& a : sum) a[0] = a[1] = a[2] = a[3] = I(0);
+          for (std::size_t t = 0; t < ws; t += 4) {
+            U8 z[4];
+            interleave4({field_codes<OnePage>(cur[t], j, b), field_codes<OnePage>(cur[t + 1], j, b),
+                         field_codes<OnePage>(cur[t + 2], j, b), field_codes<OnePage>(cur[t + 3], j, b)},
+                        z);
             for (int h = 0; h < HB; ++h) {
-              std::int16_t pair;
-              std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
-              const U8 wp = simd::bitcast<std::uint8_t>(I16(pair));
-              lo[h] += simd::madd_u8u7<Tag>(wp, zl);
-              hi[h] += simd::madd_u8u7<Tag>(wp, zh);
+              std::int32_t quad;
+              std::memcpy(&quad, w8 + (std::size_t(h) * ng + g) * ws + t, 4);
+              const U8 wq = simd::bitcast<std::uint8_t>(I(quad));
+              for (std::size_t m = 0; m < 4; ++m)
+                sum[h][m] = simd::dot_u8i8<Tag>(sum[h][m], wq, simd::bitcast<std::int8_t>(z[m]));
             }
           }
-          for (int h = 0; h < HB; ++h) {
-            const F sh(step[h]);
-            float* o = acc + std::size_t(h) * dim + field * j + b;
-            for (const I16& v : {lo[h], hi[h]}) {
-              const auto [x0, x1] = simd::widen_i16<Tag>(v);
-              xsimd::fma(sh, xsimd::to_float(x0), F::load_unaligned(o)).store_unaligned(o);
-              xsimd::fma(sh, xsimd::to_float(x1), F::load_unaligned(o + L)).store_unaligned(o + L);
-              o += 2 * L;
+          for (int h = 0; h < HB; ++h)
+            for (std::size_t m = 0; m < 4; ++m) flush(h, j, b, m, sum[h][m]);
+        } else {  // pairs of tokens byte-interleaved: one pmaddubsw per head, int16 sums flushed before they overflow
+          constexpr std::size_t flush_pairs = 32767 / (2 * 255 * ((1 << B) - 1));  // 21 at 2 bits, 4 at 4
+          const std::size_t np = ws / 2;
+          for (std::size_t p0 = 0; p0 < np; p0 += flush_pairs) {
+            I16 lo[HB], hi[HB];
+            for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
+            for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
+              const U8 ca = field_codes<OnePage>(cur[2 * pi], j, b), cb = field_codes<OnePage>(cur[2 * pi + 1], j, b);
+              const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
+              for (int h = 0; h < HB; ++h) {
+                std::int16_t pair;
+                std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
+                const U8 wp = simd::bitcast<std::uint8_t>(I16(pair));
+                lo[h] += simd::madd_u8u7<Tag>(wp, zl);
+                hi[h] += simd::madd_u8u7<Tag>(wp, zh);
+              }
+            }
+            for (int h = 0; h < HB; ++h) {
+              const auto [l0, l1] = simd::widen_i16<Tag>(lo[h]);
+              const auto [h0, h1] = simd::widen_i16<Tag>(hi[h]);
+              flush(h, j, b, 0, l0);
+              flush(h, j, b, 1, l1);
+              flush(h, j, b, 2, h0);
+              flush(h, j, b, 3, h1);
             }
           }
         }
+      }
     }
   }
 
@@ -480,7 +571,7 @@ struct Attend {
   template <int HB>
   static void heads(const AttendJob& job, int h0, std::size_t T) {
     const std::size_t d = job.dim;
-    thread_local std::vector<float> S, qe, w, acc, acc8, zsum, zlanes, st_scale, st_min, raw, rows_f;
+    thread_local std::vector<float> S, qs, qe, w, acc, acc8, zsum, zlanes, st_scale, st_min, raw, rows_f;
     thread_local std::vector<std::int8_t> q8;
     thread_local std::vector<std::uint8_t> w8;
     rows_f.resize(tile * d);
@@ -494,39 +585,41 @@ struct Attend {
     float bias[HB];
 
     // Scores.
+    q8.resize(HB * d);
+    qs.resize(HB * d);  // the scaled queries: scale * q
+    for (std::size_t i = 0; i < HB * d; ++i) qs[i] = q[i] * job.scale;
     std::size_t t_off = 0;
     for (int ri = 0; ri < job.key_runs; t_off += job.keys[ri].tokens, ++ri) {
       const KvRows& run = job.keys[ri];
       if (run.kind != KvRows::Kind::codes) {
-        for (std::size_t i = 0; i < HB * d; ++i) qe[i] = q[i] * job.scale;
         for (float& b : bias) b = 0.0f;
-        with_rows(run, [&](const auto& rows) { scores<HB>(rows, 0, run.tokens, d, qe.data(), bias, S.data() + t_off, T); });
+        with_rows(run,
+                  [&](const auto& rows) { scores<HB>(rows, 0, run.tokens, d, qs.data(), bias, S.data() + t_off, T); });
         continue;
       }
       const KvCodes& c = *run.codes;  // per channel, blocks of c.group tokens
       for (std::size_t a = run.first; a < run.first + run.tokens;) {
         const std::size_t blk = a / c.group, end = std::min((blk + 1) * c.group, run.first + run.tokens);
-        st_scale.resize(d);
-        st_min.resize(d);
-        simd::halves_to_float<Tag>(c.scale.data() + blk * d, d, st_scale.data());
-        simd::halves_to_float<Tag>(c.min.data() + blk * d, d, st_min.data());
+        // q~ = qs * s and the bias qs . m, the block's statistics converted once for all heads.
+        F m[HB], b[HB];
+        for (int h = 0; h < HB; ++h) m[h] = b[h] = F(0.0f);
+        for (std::size_t ch = 0; ch < d; ch += L) {
+          const F sc = simd::load_halves<Tag>(c.scale.data() + blk * d + ch);
+          const F mn = simd::load_halves<Tag>(c.min.data() + blk * d + ch);
+          for (int h = 0; h < HB; ++h) {
+            const F qv = F::load_unaligned(qs.data() + std::size_t(h) * d + ch), x = qv * sc;
+            x.store_unaligned(qe.data() + std::size_t(h) * d + ch);
+            m[h] = xsimd::max(m[h], xsimd::abs(x));
+            b[h] = xsimd::fma(qv, mn, b[h]);
+          }
+        }
         float top[HB];  // max |q~| per head
         for (int h = 0; h < HB; ++h) {
-          const float* qh = q + std::size_t(h) * d;
-          F b(0.0f), m(0.0f);
-          for (std::size_t ch = 0; ch < d; ch += L) {
-            const F qv = F::load_unaligned(qh + ch);
-            const F x = qv * F(job.scale) * F::load_unaligned(st_scale.data() + ch);
-            x.store_unaligned(qe.data() + std::size_t(h) * d + ch);
-            m = xsimd::max(m, xsimd::abs(x));
-            b = xsimd::fma(qv, F::load_unaligned(st_min.data() + ch), b);
-          }
-          bias[h] = xsimd::hadd(b) * job.scale;
-          top[h] = lane_max<Tag>(m);
+          bias[h] = xsimd::hadd(b[h]);
+          top[h] = lane_max<Tag>(m[h]);
         }
         if (int8_keys(job, run)) {
           float step[HB];
-          q8.resize(HB * d);
           for (int h = 0; h < HB; ++h) {
             const std::size_t o = std::size_t(h) * d;
             step[h] = quantize_bytes_simd<Tag>(qe.data() + o, d, top[h], q8.data() + o);
@@ -584,14 +677,18 @@ struct Attend {
         zsum.assign(HB * ng, 0.0f);
         zlanes.assign(HB * ng * L, 0.0f);  // per (head, group): lane sums of p_t m_tg, added up at the end
       }
-      w.resize(HB * (tile + 1) * ng);
+      w.resize(HB * tile * ng);  // per run, not per tile: resize() is a call
+      if (codes) {
+        raw.resize(tile * ng);
+        st_scale.resize(tile * ng);
+        st_min.resize(tile * ng);
+        w8.resize(HB * tile * ng);
+      }
       const bool i8 = codes && int8_values(job, run);
       for (std::size_t t0 = 0; t0 < run.tokens; t0 += tile) {
-        const std::size_t n = std::min(tile, run.tokens - t0), ws = i8 ? n + n % 2 : n;  // w's stride per group
+        const std::size_t n = std::min(tile, run.tokens - t0), ws = i8 ? (n + 3) / 4 * 4 : n;  // w's stride per group
         if (codes) {  // the tile's statistics as floats, transposed to [g][t], once for all heads
           const auto to_float_gt = [&](const std::uint16_t* src, std::vector<float>& dst) {
-            raw.resize(n * ng);
-            dst.resize(n * ng);
             simd::halves_to_float<Tag>(src + (run.first + t0) * ng, n * ng, raw.data());
             // Constant group counts let the compiler turn the stride into shuffles.
             const auto transpose = [&](auto groups) {
@@ -632,13 +729,12 @@ struct Attend {
               mt = std::max(mt, wh[g * ws + t] = p[t] * sc[t]);
               zsum[std::size_t(h) * ng + g] += p[t] * mn[t];
             }
-            if (ws > n) wh[g * ws + n] = 0.0f;  // int8 pairs: an odd tile's last token pairs with weight 0
+            std::fill(wh + g * ws + n, wh + (g + 1) * ws, 0.0f);  // int8: padding tokens weigh 0
           }
           wtop[h] = std::max(mt, lane_max<Tag>(m));
         }
         if (i8) {  // one step per head and tile, over all its groups
           float step[HB];
-          w8.resize(HB * ng * ws);
           for (std::size_t h = 0; h < HB; ++h)
             step[h] = quantize_bytes_simd<Tag>(w.data() + h * ng * ws, ng * ws, wtop[h], w8.data() + h * ng * ws);
           if (!any8) acc8.assign(HB * d, 0.0f);  // the int8 runs' sums, in value_order() within each part
