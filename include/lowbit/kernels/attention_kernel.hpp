@@ -677,14 +677,14 @@ struct Attend {
         zsum.assign(HB * ng, 0.0f);
         zlanes.assign(HB * ng * L, 0.0f);  // per (head, group): lane sums of p_t m_tg, added up at the end
       }
+      const bool i8 = codes && int8_values(job, run);
       w.resize(HB * tile * ng);  // per run, not per tile: resize() is a call
       if (codes) {
         raw.resize(tile * ng);
         st_scale.resize(tile * ng);
         st_min.resize(tile * ng);
-        w8.resize(HB * tile * ng);
       }
-      const bool i8 = codes && int8_values(job, run);
+      if (i8) w8.resize(HB * tile * ng);
       for (std::size_t t0 = 0; t0 < run.tokens; t0 += tile) {
         const std::size_t n = std::min(tile, run.tokens - t0), ws = i8 ? (n + 3) / 4 * 4 : n;  // w's stride per group
         if (codes) {  // the tile's statistics as floats, transposed to [g][t], once for all heads
