@@ -257,13 +257,14 @@ TEST_CASE("kivi: int8 attention equals its scalar reference on every ISA, falls 
   // 4 bits, value group 96) and value group 16 (keys int8, values fp32);
   // dims 40, 24 and 8 (not whole fields) take the fp32 arithmetic; dim 128
   // with 3 and 2 (mod 4) quantized value tokens in the last tile, four and
-  // then two plus one query heads per kv head.
+  // then two plus one query heads per kv head; dim 192 with groups of 96.
   std::vector<AttentionCase> cases(std::begin(attention_cases), std::end(attention_cases));
   cases.push_back({8, 2, 128, 2, 32, 128, 259});
   cases.push_back({6, 2, 128, 4, 32, 128, 262});
   cases.push_back({12, 4, 96, 4, 32, 32, 161});
   cases.push_back({4, 1, 96, 2, 96, 96, 290});
   cases.push_back({8, 1, 64, 2, 16, 32, 99});
+  cases.push_back({4, 1, 192, 2, 96, 96, 200});  // 512-bit batches whose halves lie in two value groups
   for (const AttentionCase& cs : cases) {
     const kivi::Options o = small_options(cs.heads, cs.kv_heads, cs.dim, cs.bits, cs.group, cs.residual);
     const KvData x = kv_data(cs.T, cs.kv_heads, cs.dim, 15);

@@ -47,6 +47,8 @@
 #include "../simd/ops.hpp"
 #include "byte_quant.hpp"
 
+LOWBIT_AVX512_INTRINSICS_BEGIN
+
 namespace lowbit::detail {
 
 // A run of one kv head's key or value rows, in one storage.
@@ -288,7 +290,7 @@ struct Attend {
                 xsimd::fma(x, F::load_unaligned(qe + std::size_t(h) * dim + L * m), acc[std::size_t(h) * TT + k]);
         }
       alignas(64) float sum[L];
-      xsimd::haddp(acc).store_aligned(sum);
+      simd::haddp<Tag>(acc).store_aligned(sum);
       for (int h = 0; h < HB; ++h)
         for (std::size_t k = 0; k < TT && t + k < n; ++k)
           s[std::size_t(h) * lds + t + k] = sum[std::size_t(h) * TT + k] + bias[h];
@@ -338,16 +340,29 @@ struct Attend {
   using U8 = simd::u8<Tag>;
   using S8 = simd::i8<Tag>;
   using I16 = simd::i16<Tag>;
-  static constexpr std::size_t W = U8::size;                 // bytes per batch (16 or 32)
+  static constexpr std::size_t W = U8::size;                 // bytes per batch (16, 32 or 64)
   static constexpr std::size_t field = bitpack::chunk_bytes;  // codes per field: channels 32 j .. 32 j + 31
 
-  // Field j of a code row: the bytes of its chunk and its shift (core/bitpack.hpp).
-  // OnePage: pages of one token (page_tokens() == 1, e.g. dim 128), so every
-  // row starts a page and the field's place is the same for all rows.
+  // Can this instantiation run the job? 512-bit batches (W = 64, L = 16) take
+  // a head_dim of whole batches, so that a batch of codes is two fields of
+  // one chunk, and key blocks of whole L-token batches (scores_i8_words).
+  static bool fits(const AttendJob& j) noexcept {
+    if (j.dim % L != 0 || (W > field && j.dim % W != 0)) return false;
+    for (int r = 0; r < j.key_runs; ++r)
+      if (j.keys[r].kind == KvRows::Kind::codes && j.keys[r].codes->group % L != 0) return false;
+    return true;
+  }
+
+  // Codes of channels c .. c + W - 1 of a code row (c a multiple of W): the
+  // bytes of their field's chunk at its shift (core/bitpack.hpp); W = 64 is
+  // two fields of one chunk. OnePage: pages of one token (page_tokens() ==
+  // 1, e.g. dim 128), so every row starts a page and the place of channel c
+  // is the same for all rows.
   template <bool OnePage, int B>
-  static LOWBIT_ALWAYS_INLINE U8 field_codes(const CodeRow<B>& r, std::size_t j, std::size_t b) noexcept {
-    const auto f = r.field_at((OnePage ? 0 : r.first) + field * j);
-    return simd::shr_mask<Tag>(U8::load_unaligned(f.bytes + b), f.shift, (1 << B) - 1);
+  static LOWBIT_ALWAYS_INLINE U8 part_codes(const CodeRow<B>& r, std::size_t c) noexcept {
+    const auto f = r.field_at((OnePage ? 0 : r.first) + c - c % field);
+    if constexpr (W > field) return simd::shr_mask_pair<Tag>(f.bytes, f.shift, f.shift + B, (1 << B) - 1);
+    else return simd::shr_mask<Tag>(U8::load_unaligned(f.bytes + c % field), f.shift, (1 << B) - 1);
   }
 
   // s[h * lds + t] = bias[h] + step[h] * (q8_h . codes of row t0 + t), t < n.
@@ -382,8 +397,11 @@ struct Attend {
       for (auto& a : acc) a[0] = a[1] = I(0);
       for (std::size_t off = 0; off < row_bytes; off += 16) {
         I x[4];
-        for (std::size_t i = 0; i < 4; ++i)
-          x[i] = simd::bitcast<std::int32_t>(simd::load_lanes<Tag>(r[i] + off, r[lanes > 1 ? 4 + i : i] + off));
+        for (std::size_t i = 0; i < 4; ++i) {
+          const std::uint8_t* p[lanes];
+          for (std::size_t l = 0; l < lanes; ++l) p[l] = r[4 * l + i] + off;
+          x[i] = simd::bitcast<std::int32_t>(simd::load_lanes<Tag>(p));
+        }
         const I a01 = xsimd::zip_lo(x[0], x[1]), b01 = xsimd::zip_hi(x[0], x[1]);
         const I a23 = xsimd::zip_lo(x[2], x[3]), b23 = xsimd::zip_hi(x[2], x[3]);
         const I64 v64[4] = {xsimd::zip_lo(w64(a01), w64(a23)), xsimd::zip_hi(w64(a01), w64(a23)),
@@ -416,18 +434,17 @@ struct Attend {
       for (auto& a : acc) a = I(0);
       CodeRow<B> r[TT];
       for (std::size_t k = 0; k < TT; ++k) r[k] = rows.row(t0 + std::min(t + k, n - 1));
-      for (std::size_t j = 0; j < dim / field; ++j)
-        for (std::size_t b = 0; b < field; b += W)
-          for (std::size_t k = 0; k < TT; ++k) {
-            const U8 c = field_codes<false>(r[k], j, b);
-            for (int h = 0; h < HB; ++h)
-              acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(
-                  acc[std::size_t(h) * TT + k], c, S8::load_unaligned(q8 + std::size_t(h) * dim + field * j + b));
-          }
+      for (std::size_t c0 = 0; c0 < dim; c0 += W)
+        for (std::size_t k = 0; k < TT; ++k) {
+          const U8 c = part_codes<false>(r[k], c0);
+          for (int h = 0; h < HB; ++h)
+            acc[std::size_t(h) * TT + k] = simd::dot_u8i8<Tag>(acc[std::size_t(h) * TT + k], c,
+                                                               S8::load_unaligned(q8 + std::size_t(h) * dim + c0));
+        }
       F f[L];
       for (std::size_t i = 0; i < L; ++i) f[i] = xsimd::to_float(acc[i]);  // exact: |sum| < 2^24
       alignas(64) float sum[L];
-      xsimd::haddp(f).store_aligned(sum);
+      simd::haddp<Tag>(f).store_aligned(sum);
       for (int h = 0; h < HB; ++h)
         for (std::size_t k = 0; k < TT && t + k < n; ++k)
           s[std::size_t(h) * lds + t + k] = sum[std::size_t(h) * TT + k] * step[h] + bias[h];
@@ -477,10 +494,10 @@ struct Attend {
     return order.data();
   }
 
-  // acc[h * dim + 32 j + b + i] += step[h] * sum_t w8[(h * ng + g) * ws + t] code(t0 + t, c),
-  // c = 32 j + b + value_order()[i], g = c / group, ng = dim / group; n <= tile,
-  // ws >= n a multiple of 4, w8 zero from n to ws (the padding tokens repeat
-  // the last row).
+  // acc[h * dim + c0 + i] += step[h] * sum_t w8[(h * ng + g) * ws + t] code(t0 + t, c),
+  // c0 a multiple of W, c = c0 + value_order()[i], g = c / group, ng = dim /
+  // group; n <= tile, ws >= n a multiple of 4, w8 zero from n to ws (the
+  // padding tokens repeat the last row).
   template <int HB, bool OnePage, int B>
   static void accumulate_i8(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim,
                             const std::uint8_t* w8, std::size_t ws, const float* step, std::size_t group,
@@ -490,56 +507,70 @@ struct Attend {
     CodeRow<B> cur[tile];
     for (std::size_t t = 0; t < n; ++t) cur[t] = rows.row(t0 + t);
     for (std::size_t t = n; t < ws; ++t) cur[t] = cur[n - 1];
-    const auto flush = [&](int h, std::size_t j, std::size_t b, std::size_t m, I sum) LOWBIT_ALWAYS_INLINE {
-      float* o = acc + std::size_t(h) * dim + field * j + b + m * L;
+    const auto flush = [&](int h, std::size_t c0, std::size_t m, I sum) LOWBIT_ALWAYS_INLINE {
+      float* o = acc + std::size_t(h) * dim + c0 + m * L;
       xsimd::fma(F(step[h]), xsimd::to_float(sum), F::load_unaligned(o)).store_unaligned(o);
     };
-    for (std::size_t j = 0; j < dim / field; ++j) {
-      const std::size_t g = field * j / group;
-      for (std::size_t b = 0; b < field; b += W) {
-        if constexpr (Tag::vnni) {  // four tokens of a channel per int32 lane: one vpdpbusd per head
+    for (std::size_t c0 = 0; c0 < dim; c0 += W) {
+      const std::size_t g = c0 / group;
+      if constexpr (Tag::vnni) {  // four tokens of a channel per int32 lane: one vpdpbusd per head
+        const auto quad = [&](int h, std::size_t gg, std::size_t t) LOWBIT_ALWAYS_INLINE {
+          std::int32_t q;
+          std::memcpy(&q, w8 + (std::size_t(h) * ng + gg) * ws + t, 4);
+          return q;
+        };
+        const auto pass = [&](auto two_groups) LOWBIT_ALWAYS_INLINE {
           I sum[HB][4];
           for (auto& a : sum) a[0] = a[1] = a[2] = a[3] = I(0);
           for (std::size_t t = 0; t < ws; t += 4) {
             U8 z[4];
-            interleave4({field_codes<OnePage>(cur[t], j, b), field_codes<OnePage>(cur[t + 1], j, b),
-                         field_codes<OnePage>(cur[t + 2], j, b), field_codes<OnePage>(cur[t + 3], j, b)},
+            interleave4({part_codes<OnePage>(cur[t], c0), part_codes<OnePage>(cur[t + 1], c0),
+                         part_codes<OnePage>(cur[t + 2], c0), part_codes<OnePage>(cur[t + 3], c0)},
                         z);
             for (int h = 0; h < HB; ++h) {
-              std::int32_t quad;
-              std::memcpy(&quad, w8 + (std::size_t(h) * ng + g) * ws + t, 4);
-              const U8 wq = simd::bitcast<std::uint8_t>(I(quad));
+              I wv;
+              if constexpr (two_groups()) wv = simd::words_pair<Tag>(quad(h, g, t), quad(h, g + 1, t));
+              else wv = I(quad(h, g, t));
+              const U8 wq = simd::bitcast<std::uint8_t>(wv);
               for (std::size_t m = 0; m < 4; ++m)
                 sum[h][m] = simd::dot_u8i8<Tag>(sum[h][m], wq, simd::bitcast<std::int8_t>(z[m]));
             }
           }
           for (int h = 0; h < HB; ++h)
-            for (std::size_t m = 0; m < 4; ++m) flush(h, j, b, m, sum[h][m]);
-        } else {  // pairs of tokens byte-interleaved: one pmaddubsw per head, int16 sums flushed before they overflow
-          constexpr std::size_t flush_pairs = 32767 / (2 * 255 * ((1 << B) - 1));  // 21 at 2 bits, 4 at 4
-          const std::size_t np = ws / 2;
-          for (std::size_t p0 = 0; p0 < np; p0 += flush_pairs) {
-            I16 lo[HB], hi[HB];
-            for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
-            for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
-              const U8 ca = field_codes<OnePage>(cur[2 * pi], j, b), cb = field_codes<OnePage>(cur[2 * pi + 1], j, b);
-              const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
-              for (int h = 0; h < HB; ++h) {
-                std::int16_t pair;
-                std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
-                const U8 wp = simd::bitcast<std::uint8_t>(I16(pair));
-                lo[h] += simd::madd_u8u7<Tag>(wp, zl);
-                hi[h] += simd::madd_u8u7<Tag>(wp, zh);
-              }
-            }
+            for (std::size_t m = 0; m < 4; ++m) flush(h, c0, m, sum[h][m]);
+        };
+        // W = 64: the halves (fields) may lie in two groups, each with its own weights.
+        if constexpr (W > field) {
+          if ((c0 + field) / group != g) {
+            pass(std::true_type{});
+            continue;
+          }
+        }
+        pass(std::false_type{});
+      } else {  // pairs of tokens byte-interleaved: one pmaddubsw per head, int16 sums flushed before they overflow
+        constexpr std::size_t flush_pairs = 32767 / (2 * 255 * ((1 << B) - 1));  // 21 at 2 bits, 4 at 4
+        const std::size_t np = ws / 2;
+        for (std::size_t p0 = 0; p0 < np; p0 += flush_pairs) {
+          I16 lo[HB], hi[HB];
+          for (int h = 0; h < HB; ++h) lo[h] = hi[h] = I16(0);
+          for (std::size_t pi = p0; pi < std::min(np, p0 + flush_pairs); ++pi) {
+            const U8 ca = part_codes<OnePage>(cur[2 * pi], c0), cb = part_codes<OnePage>(cur[2 * pi + 1], c0);
+            const U8 zl = xsimd::zip_lo(ca, cb), zh = xsimd::zip_hi(ca, cb);
             for (int h = 0; h < HB; ++h) {
-              const auto [l0, l1] = simd::widen_i16<Tag>(lo[h]);
-              const auto [h0, h1] = simd::widen_i16<Tag>(hi[h]);
-              flush(h, j, b, 0, l0);
-              flush(h, j, b, 1, l1);
-              flush(h, j, b, 2, h0);
-              flush(h, j, b, 3, h1);
+              std::int16_t pair;
+              std::memcpy(&pair, w8 + (std::size_t(h) * ng + g) * ws + 2 * pi, 2);
+              const U8 wp = simd::bitcast<std::uint8_t>(I16(pair));
+              lo[h] += simd::madd_u8u7<Tag>(wp, zl);
+              hi[h] += simd::madd_u8u7<Tag>(wp, zh);
             }
+          }
+          for (int h = 0; h < HB; ++h) {
+            const auto [l0, l1] = simd::widen_i16<Tag>(lo[h]);
+            const auto [h0, h1] = simd::widen_i16<Tag>(hi[h]);
+            flush(h, c0, 0, l0);
+            flush(h, c0, 1, l1);
+            flush(h, c0, 2, h0);
+            flush(h, c0, 3, h1);
           }
         }
       }
@@ -616,7 +647,7 @@ struct Attend {
         float top[HB];  // max |q~| per head
         for (int h = 0; h < HB; ++h) {
           bias[h] = xsimd::hadd(b[h]);
-          top[h] = lane_max<Tag>(m[h]);
+          top[h] = simd::reduce_max<Tag>(m[h]);
         }
         if (int8_keys(job, run)) {
           float step[HB];
@@ -649,7 +680,7 @@ struct Attend {
         F vtop(top);
         std::size_t t = 0;
         for (; t + L <= T; t += L) vtop = xsimd::max(vtop, F::load_unaligned(s + t));
-        top = lane_max<Tag>(vtop);
+        top = simd::reduce_max<Tag>(vtop);
         for (; t < T; ++t) top = std::max(top, s[t]);
       }
       F vsum(0.0f);
@@ -704,35 +735,42 @@ struct Attend {
           to_float_gt(run.codes->min.data(), st_min);
         }
         float wtop[HB] = {};
-        for (int h = 0; h < HB; ++h) {
-          const float* p = S.data() + std::size_t(h) * T + t_off + t0;
-          float* wh = w.data() + std::size_t(h) * ng * ws;
-          if (!codes) {
-            std::copy(p, p + n, wh);
-            continue;
-          }
-          F m(0.0f);  // max weight of the head's tile (weights are >= 0)
-          float mt = 0.0f;
-          for (std::size_t g = 0; g < ng; ++g) {
-            const float *sc = st_scale.data() + g * n, *mn = st_min.data() + g * n;
-            F zv(0.0f);
-            std::size_t t = 0;
-            for (; t + L <= n; t += L) {
-              const F pv = F::load_unaligned(p + t), x = pv * F::load_unaligned(sc + t);
-              x.store_unaligned(wh + g * ws + t);
-              m = xsimd::max(m, x);
-              zv = xsimd::fma(pv, F::load_unaligned(mn + t), zv);
+        // Per head: w[g][t] = p_t s_tg, its maximum, and the lane sums of
+        // p_t m_tg. A whole tile (nn a constant) unrolls without tails.
+        const auto weigh = [&](auto nn) LOWBIT_ALWAYS_INLINE {
+          const std::size_t len = nn;
+          for (int h = 0; h < HB; ++h) {
+            const float* p = S.data() + std::size_t(h) * T + t_off + t0;
+            float* wh = w.data() + std::size_t(h) * ng * ws;
+            if (!codes) {
+              std::copy(p, p + len, wh);
+              continue;
             }
-            float* zl = zlanes.data() + (std::size_t(h) * ng + g) * L;
-            (F::load_unaligned(zl) + zv).store_unaligned(zl);
-            for (; t < n; ++t) {
-              mt = std::max(mt, wh[g * ws + t] = p[t] * sc[t]);
-              zsum[std::size_t(h) * ng + g] += p[t] * mn[t];
+            F m(0.0f);  // max weight of the head's tile (weights are >= 0)
+            float mt = 0.0f;
+            for (std::size_t g = 0; g < ng; ++g) {
+              const float *sc = st_scale.data() + g * len, *mn = st_min.data() + g * len;
+              F zv(0.0f);
+              std::size_t t = 0;
+              for (; t + L <= len; t += L) {
+                const F pv = F::load_unaligned(p + t), x = pv * F::load_unaligned(sc + t);
+                x.store_unaligned(wh + g * ws + t);
+                m = xsimd::max(m, x);
+                zv = xsimd::fma(pv, F::load_unaligned(mn + t), zv);
+              }
+              float* zl = zlanes.data() + (std::size_t(h) * ng + g) * L;
+              (F::load_unaligned(zl) + zv).store_unaligned(zl);
+              for (; t < len; ++t) {
+                mt = std::max(mt, wh[g * ws + t] = p[t] * sc[t]);
+                zsum[std::size_t(h) * ng + g] += p[t] * mn[t];
+              }
+              std::fill(wh + g * ws + len, wh + (g + 1) * ws, 0.0f);  // int8: padding tokens weigh 0
             }
-            std::fill(wh + g * ws + n, wh + (g + 1) * ws, 0.0f);  // int8: padding tokens weigh 0
+            wtop[h] = std::max(mt, simd::reduce_max<Tag>(m));
           }
-          wtop[h] = std::max(mt, lane_max<Tag>(m));
-        }
+        };
+        if (n == tile) weigh(std::integral_constant<std::size_t, tile>{});
+        else weigh(n);
         if (i8) {  // one step per head and tile, over all its groups
           float step[HB];
           for (std::size_t h = 0; h < HB; ++h)
@@ -778,3 +816,5 @@ struct Attend {
 };
 
 }  // namespace lowbit::detail
+
+LOWBIT_AVX512_INTRINSICS_END

@@ -29,17 +29,6 @@ inline float quantize_bytes(const float* v, std::size_t n, T* q) noexcept {
   return top / byte_levels<T>;
 }
 
-// The largest lane of a batch (a tree of independent maxima).
-template <class Tag>
-LOWBIT_ALWAYS_INLINE inline float lane_max(simd::f32<Tag> v) noexcept {
-  constexpr std::size_t L = simd::f32<Tag>::size;
-  alignas(64) float lanes[L];
-  v.store_aligned(lanes);
-  for (std::size_t half = L / 2; half > 0; half /= 2)
-    for (std::size_t k = 0; k < half; ++k) lanes[k] = std::max(lanes[k], lanes[k + half]);
-  return lanes[0];
-}
-
 // quantize_bytes over batches, given m = max|v| (callers may fold it into the
 // loops that make v): the same float operations, so the same codes.
 template <class Tag, class T>
@@ -63,7 +52,7 @@ float quantize_i8(const float* v, std::size_t n, std::int8_t* q) noexcept {
   F top(0.0f);
   std::size_t i = 0;
   for (; i + L <= n; i += L) top = xsimd::max(top, xsimd::abs(F::load_unaligned(v + i)));
-  float m = lane_max<Tag>(top);
+  float m = simd::reduce_max<Tag>(top);
   for (; i < n; ++i) m = std::max(m, std::fabs(v[i]));
   return quantize_bytes_simd<Tag>(v, n, m, q);
 }

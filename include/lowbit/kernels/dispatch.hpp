@@ -101,6 +101,14 @@ kernel_table make_kernel_table() {
     t.split_bf16_dot = split_bf16_dot<Tag>;
     t.join_bf16_words = join_bf16_words<Tag>;
     t.attend = Attend<Tag>::run;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if constexpr (std::is_same_v<Tag, simd::avx512vnni_tag>)
+      t.attend = [](const AttendJob& j) {  // instruction-bound: 512-bit batches where the shapes allow (simd/arch.hpp)
+        using Z = Attend<simd::avx512vnni_zmm_tag>;
+        if (Z::fits(j)) Z::run(j);
+        else Attend<Tag>::run(j);
+      };
+#endif
     t.vq_axpy = vq_level<Tag, true>;
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;

@@ -6,7 +6,10 @@
 // xsimd architecture whose batches it computes with. The AVX-512 tags use
 // 256-bit batches: lowbit's kernels stream 32-byte chunks (core/bitpack.hpp)
 // and are memory-bound, so what AVX-512 adds here is EVEX encoding, 32 vector
-// registers and, with VNNI, vpdpbusd for int8 dot products.
+// registers and, with VNNI, vpdpbusd for int8 dot products. One kernel is
+// bound by its instruction count instead, decode attention over a KIVI cache
+// (kernels/attention_kernel.hpp): the avx512vnni table runs it on 512-bit
+// batches (avx512vnni_zmm_tag) where the shapes allow.
 //
 // Which ISAs are compiled in:
 //   header-only (default): the best one the translation unit's own flags
@@ -38,6 +41,20 @@
 #define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define LOWBIT_ALWAYS_INLINE
+#endif
+
+// Around code that inlines AVX-512 intrinsics on 512-bit batches: GCC 12's
+// take an "undefined" register as the pass-through operand of their unmasked
+// forms, which -Wmaybe-uninitialized reports at every inlined use (GCC bug
+// 105593, fixed in GCC 13), so -Werror builds would fail on correct code.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#define LOWBIT_AVX512_INTRINSICS_BEGIN \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define LOWBIT_AVX512_INTRINSICS_END _Pragma("GCC diagnostic pop")
+#else
+#define LOWBIT_AVX512_INTRINSICS_BEGIN
+#define LOWBIT_AVX512_INTRINSICS_END
 #endif
 
 namespace lowbit {
@@ -104,6 +121,13 @@ struct avx512bw_tag {
 struct avx512vnni_tag {
   static constexpr isa id = isa::avx512vnni;
   using arch = xsimd::fma3<xsimd::avx2>;
+  static constexpr bool vnni = true;
+};
+// The same ISA on 512-bit batches; only the kernel table of avx512vnni uses
+// it, for the attention kernel (kernels/dispatch.hpp).
+struct avx512vnni_zmm_tag {
+  static constexpr isa id = isa::avx512vnni;
+  using arch = xsimd::avx512bw;
   static constexpr bool vnni = true;
 };
 struct neon64_tag {

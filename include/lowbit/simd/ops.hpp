@@ -20,6 +20,8 @@
 #include <arm_neon.h>
 #endif
 
+LOWBIT_AVX512_INTRINSICS_BEGIN
+
 namespace lowbit::simd {
 
 template <class Tag> using f32 = xsimd::batch<float, typename Tag::arch>;
@@ -34,6 +36,8 @@ template <class Tag>
 inline constexpr bool is_sse41 = std::is_same_v<typename Tag::arch, xsimd::sse4_1>;
 template <class Tag>
 inline constexpr bool is_neon64 = std::is_same_v<typename Tag::arch, xsimd::neon64>;
+template <class Tag>
+inline constexpr bool is_512 = std::is_same_v<typename Tag::arch, xsimd::avx512bw>;  // avx512vnni_zmm_tag
 
 // The bits of v as a batch of To (same register). xsimd 8.1's NEON
 // bitwise_cast goes through a table of function pointers that GCC does not
@@ -66,6 +70,79 @@ inline u8<Tag> shr_mask(u8<Tag> v, int s, std::uint8_t mask) noexcept {
   return bitcast<std::uint8_t>(w) & u8<Tag>(mask);
 }
 
+// The largest lane of a batch of finite values: in registers on 512-bit
+// batches (a scalar pass over 16 stored lanes cost 5% of the int8 attention
+// kernel), else a tree of independent maxima over the stored lanes.
+template <class Tag>
+LOWBIT_ALWAYS_INLINE inline float reduce_max(f32<Tag> v) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_reduce_max_ps(v);
+#endif
+  constexpr std::size_t L = f32<Tag>::size;
+  alignas(64) float lanes[L];
+  v.store_aligned(lanes);
+  for (std::size_t half = L / 2; half > 0; half /= 2)
+    for (std::size_t k = 0; k < half; ++k) lanes[k] = lanes[k] < lanes[k + half] ? lanes[k + half] : lanes[k];
+  return lanes[0];
+}
+
+// Lane sums of f32<Tag>::size batches: out[i] = sum of the lanes of r[i]
+// (xsimd::haddp). On 512-bit batches a tree of two-source permutes: GCC 12
+// warns, falsely, that xsimd's reads an undefined register
+// (_mm512_shuffle_f32x4's pass-through operand), which -Werror turns into an error.
+template <class Tag>
+inline f32<Tag> haddp(const f32<Tag>* r) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) {
+    __m512 v[16];
+    for (int i = 0; i < 16; ++i) v[i] = r[i];
+    // Each step pairs the vectors of 16 / (2 h) rows with 2 h partial sums
+    // each (lanes lo[l] = 2 h (l / h) + l % h and lo[l] + h of the pair) and
+    // halves the partials.
+    const auto fold = [&](int n, __m512i lo, int h) {
+      const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(h));
+      for (int i = 0; i < n / 2; ++i)
+        v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], lo, v[2 * i + 1]),
+                             _mm512_permutex2var_ps(v[2 * i], hi, v[2 * i + 1]));
+    };
+    fold(16, _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), 8);
+    fold(8, _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27), 4);
+    fold(4, _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29), 2);
+    fold(2, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), 1);
+    return v[0];
+  }
+#endif
+  return xsimd::haddp(r);
+}
+
+// 512-bit batches: the 32 bytes at p in both halves, the low half shifted
+// right by s0 and the high half by s1, masked: out[i] = (p[i % 32] >> (i < 32
+// ? s0 : s1)) & mask. Two 32-code fields of one bit-packed chunk
+// (core/bitpack.hpp) in one batch.
+template <class Tag>
+inline u8<Tag> shr_mask_pair([[maybe_unused]] const std::uint8_t* p, [[maybe_unused]] int s0,
+                             [[maybe_unused]] int s1, [[maybe_unused]] std::uint8_t mask) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) {
+    const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i n = _mm512_inserti64x4(_mm512_set1_epi16(std::int16_t(s0)), _mm256_set1_epi16(std::int16_t(s1)), 1);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, n), _mm512_set1_epi8(char(mask)));
+  }
+#endif
+  static_assert(is_512<Tag>, "shr_mask_pair: 512-bit batches only");
+  return {};
+}
+
+// 512-bit batches: lo in every 32-bit lane of the low half, hi in the high half.
+template <class Tag>
+inline i32<Tag> words_pair([[maybe_unused]] std::int32_t lo, [[maybe_unused]] std::int32_t hi) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_inserti64x4(_mm512_set1_epi32(lo), _mm256_set1_epi32(hi), 1);
+#endif
+  static_assert(is_512<Tag>, "words_pair: 512-bit batches only");
+  return {};
+}
+
 // Bytes shifted left by s (< 8): out[i] = (v[i] << s) & 0xFF, for v[i] < 2^(8-s).
 template <class Tag>
 inline u8<Tag> shl_small(u8<Tag> v, int s) noexcept {
@@ -90,17 +167,22 @@ inline std::pair<u8<Tag>, u8<Tag>> interleave_bytes(u8<Tag> a, u8<Tag> b) noexce
   return {lo, hi};
 }
 
-// 16 bytes from each of two places, one per 128-bit lane: lane 0 = lo[0, 16),
-// lane 1 = hi[0, 16) on 256-bit batches; a 128-bit batch is lo[0, 16) alone.
+// 16 bytes from each of u8<Tag>::size / 16 places, one per 128-bit lane:
+// lane k = p[k][0, 16).
 template <class Tag>
-inline u8<Tag> load_lanes(const std::uint8_t* lo, [[maybe_unused]] const std::uint8_t* hi) noexcept {
+inline u8<Tag> load_lanes(const std::uint8_t* const* p) noexcept {
 #if defined(__AVX2__)
-  if constexpr (is_256<Tag>)
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
-                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+  const auto lane = [](const std::uint8_t* q) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)); };
+  const auto two = [&](const std::uint8_t* a, const std::uint8_t* b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lane(a)), lane(b), 1);
+  };
+  if constexpr (is_256<Tag>) return two(p[0], p[1]);
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_inserti64x4(_mm512_castsi256_si512(two(p[0], p[1])), two(p[2], p[3]), 1);
 #endif
-  static_assert(is_256<Tag> || u8<Tag>::size == 16, "load_lanes: no implementation for this ISA");
-  return u8<Tag>::load_unaligned(lo);
+#endif
+  static_assert(is_256<Tag> || is_512<Tag> || u8<Tag>::size == 16, "load_lanes: no implementation for this ISA");
+  return u8<Tag>::load_unaligned(p[0]);
 }
 
 // Stores v at p, aligned to the batch's size, past the caches where the
@@ -147,6 +229,13 @@ inline void prefetch_ahead(const std::uint8_t* p, std::size_t n) noexcept {
 // and b[i] >= -127, so a pair sum stays within 2*127*127 < 32767.
 template <class Tag>
 inline i32<Tag> dot_u8i8(i32<Tag> acc, [[maybe_unused]] u8<Tag> a, [[maybe_unused]] i8<Tag> b) noexcept {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (is_512<Tag> && Tag::vnni) {
+    __m512i r = acc;  // in place, as below
+    asm("vpdpbusd %2, %1, %0" : "+v"(r) : "v"(__m512i(a)), "v"(__m512i(b)));
+    return r;
+  }
+#endif
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -181,15 +270,23 @@ inline i32<Tag> dot_u8i8(i32<Tag> acc, [[maybe_unused]] u8<Tag> a, [[maybe_unuse
 #endif
   }
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "dot_u8i8: no implementation for this ISA");
+  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag> || (is_512<Tag> && Tag::vnni),
+                "dot_u8i8: no implementation for this ISA");
   return acc;
 }
 
 // dot_u8i8 of a with the 4 bytes at p in every 32-bit lane. With VNNI the
-// broadcast is part of the vpdpbusd ({1to8}): a kernel that dots with a
+// broadcast is part of the vpdpbusd ({1to8}, {1to16}): a kernel that dots with a
 // different word each time saves one instruction per dot.
 template <class Tag>
 inline i32<Tag> dot_u8i8_word(i32<Tag> acc, u8<Tag> a, const std::int8_t* p) noexcept {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (is_512<Tag> && Tag::vnni) {
+    __m512i r = acc;
+    asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(r) : "v"(__m512i(a)), "m"(*reinterpret_cast<const std::int8_t(*)[4]>(p)));
+    return r;
+  }
+#endif
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   if constexpr (is_256<Tag> && Tag::vnni) {
     __m256i r = acc;
@@ -278,6 +375,15 @@ inline void narrow8([[maybe_unused]] i32<Tag> a, [[maybe_unused]] i32<Tag> b, [[
                     [[maybe_unused]] i32<Tag> d, [[maybe_unused]] T* out) noexcept {
   static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>, "narrow8: bytes only");
   constexpr bool is_signed = std::is_signed_v<T>;
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) {  // as below, four 128-bit lanes: dword 4 k + j of x is quad k of (a, b, c, d)[j]
+    const __m512i ab = _mm512_packs_epi32(__m512i(a), __m512i(b)), cd = _mm512_packs_epi32(__m512i(c), __m512i(d));
+    const __m512i x = is_signed ? _mm512_packs_epi16(ab, cd) : _mm512_packus_epi16(ab, cd);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_si512(out, _mm512_permutexvar_epi32(order, x));
+    return;
+  }
+#endif
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) {  // packs work within 128-bit lanes: dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
     const __m256i ab = _mm256_packs_epi32(__m256i(a), __m256i(b)), cd = _mm256_packs_epi32(__m256i(c), __m256i(d));
@@ -304,7 +410,7 @@ inline void narrow8([[maybe_unused]] i32<Tag> a, [[maybe_unused]] i32<Tag> b, [[
     return;
   }
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "narrow8: no implementation for this ISA");
+  static_assert(is_256<Tag> || is_512<Tag> || is_sse41<Tag> || is_neon64<Tag>, "narrow8: no implementation for this ISA");
 }
 
 // A 16-byte table in every 128-bit lane: out[i] = t[i % 16].
@@ -339,6 +445,9 @@ inline i8<Tag> lookup16([[maybe_unused]] i8<Tag> t, [[maybe_unused]] u8<Tag> idx
 // 16-bit values as the ISA has 32-bit lanes (reads exactly that many).
 template <class Tag>
 inline i32<Tag> widen_u8([[maybe_unused]] const std::uint8_t* p) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 #endif
@@ -356,12 +465,15 @@ inline i32<Tag> widen_u8([[maybe_unused]] const std::uint8_t* p) noexcept {
     return vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v))))));
   }
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u8: no implementation for this ISA");
+  static_assert(is_256<Tag> || is_512<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u8: no implementation for this ISA");
   return {};
 }
 
 template <class Tag>
 inline i32<Tag> widen_u16([[maybe_unused]] const std::uint16_t* p) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#endif
 #if defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #endif
@@ -371,7 +483,7 @@ inline i32<Tag> widen_u16([[maybe_unused]] const std::uint16_t* p) noexcept {
 #if defined(__aarch64__) && defined(__ARM_NEON)
   if constexpr (is_neon64<Tag>) return vreinterpretq_s32_u32(vmovl_u16(vld1_u16(p)));
 #endif
-  static_assert(is_256<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u16: no implementation for this ISA");
+  static_assert(is_256<Tag> || is_512<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u16: no implementation for this ISA");
   return {};
 }
 
@@ -389,6 +501,9 @@ inline float half_to_float(std::uint16_t h) noexcept {
 // ISA has it, lowbit::fp16 otherwise (the same values: the conversion is exact).
 template <class Tag>
 inline f32<Tag> load_halves(const std::uint16_t* h) noexcept {
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+#endif
 #if defined(__F16C__) && defined(__AVX2__)
   if constexpr (is_256<Tag>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
 #endif
@@ -400,12 +515,17 @@ inline f32<Tag> load_halves(const std::uint16_t* h) noexcept {
   return f32<Tag>::load_aligned(f);
 }
 
-// n fp16 values to float (F16C eight or NEON four at a time where the ISA has it).
+// n fp16 values to float (F16C sixteen or eight, NEON four at a time where the ISA has it).
 template <class Tag>
 inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) noexcept {
   std::size_t i = 0;
+#if defined(__AVX512BW__)
+  if constexpr (is_512<Tag>)
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+#endif
 #if defined(__F16C__) && defined(__AVX2__)
-  if constexpr (is_256<Tag>)
+  if constexpr (is_256<Tag> || is_512<Tag>)
     for (; i + 8 <= n; i += 8)
       _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
 #endif
@@ -417,3 +537,5 @@ inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) n
 }
 
 }  // namespace lowbit::simd
+
+LOWBIT_AVX512_INTRINSICS_END
