@@ -29,6 +29,10 @@
 // Scores put one token in each int32 lane (scores_i8_words: no reduction
 // across lanes); value sums put four tokens of a channel in each lane with
 // VNNI (accumulate_i8: one vpdpbusd per head and four tokens).
+//
+// The kernel is bound by its instruction count, so with AVX-512 VNNI it runs
+// on 512-bit batches (simd::avx512vnni_zmm_tag, kernels/dispatch.hpp) where
+// Attend::fits: a batch of codes is then two fields of one chunk.
 #pragma once
 
 #include <algorithm>
