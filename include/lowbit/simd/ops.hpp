@@ -87,9 +87,11 @@ LOWBIT_ALWAYS_INLINE inline float reduce_max(f32<Tag> v) noexcept {
 }
 
 // Lane sums of f32<Tag>::size batches: out[i] = sum of the lanes of r[i]
-// (xsimd::haddp). On 512-bit batches a tree of two-source permutes: GCC 12
-// warns, falsely, that xsimd's reads an undefined register
-// (_mm512_shuffle_f32x4's pass-through operand), which -Werror turns into an error.
+// (xsimd::haddp). On 512-bit batches a tree of two-source permutes, written
+// when GCC 12's false uninitialized warning on xsimd's (bug 105593) still
+// failed -Werror; LOWBIT_AVX512_INTRINSICS_BEGIN now silences it, so
+// xsimd::haddp would build too. This tree is the one measured (bench/README.md,
+// stop 29); replacing it is a change of summation order, to be measured.
 template <class Tag>
 inline f32<Tag> haddp(const f32<Tag>* r) noexcept {
 #if defined(__AVX512BW__)
@@ -515,24 +517,12 @@ inline f32<Tag> load_halves(const std::uint16_t* h) noexcept {
   return f32<Tag>::load_aligned(f);
 }
 
-// n fp16 values to float (F16C sixteen or eight, NEON four at a time where the ISA has it).
+// n fp16 values to float, a batch at a time with load_halves, the tail one by one.
 template <class Tag>
 inline void halves_to_float(const std::uint16_t* h, std::size_t n, float* out) noexcept {
+  constexpr std::size_t L = f32<Tag>::size;
   std::size_t i = 0;
-#if defined(__AVX512BW__)
-  if constexpr (is_512<Tag>)
-    for (; i + 16 <= n; i += 16)
-      _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
-#endif
-#if defined(__F16C__) && defined(__AVX2__)
-  if constexpr (is_256<Tag> || is_512<Tag>)
-    for (; i + 8 <= n; i += 8)
-      _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
-#endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
-  if constexpr (is_neon64<Tag>)
-    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h + i))));
-#endif
+  for (; i + L <= n; i += L) load_halves<Tag>(h + i).store_unaligned(out + i);
   for (; i < n; ++i) out[i] = half_to_float<Tag>(h[i]);
 }
 
