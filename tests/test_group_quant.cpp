@@ -169,7 +169,10 @@ TEST_CASE("gemv: every ISA matches the reference on odd shapes", "[gemv]") {
     std::size_t M, K, g;
   };
   for (Shape s : {Shape{1, 288, 32}, Shape{11, 1376, 32}, Shape{7, 4096, 128}, Shape{13, 1376, 128},
-                  Shape{3, 100, 32}, Shape{5, 64, 64}, Shape{4, 200, 40}, Shape{2, 48, 16}}) {
+                  Shape{3, 100, 32}, Shape{5, 64, 64}, Shape{4, 200, 40}, Shape{2, 48, 16},
+                  // 512-bit int8 blocks (group_gemv_wide): int2 needs g % 256; for g = 512
+                  // the activation segment (256) is not the group, the 256-bit kernel runs.
+                  Shape{3, 768, 256}, Shape{2, 1024, 512}}) {
     for (int bits : {2, 3, 4, 8}) {
       const Matrix w = test::llm_weights(s.M, s.K, unsigned(s.M * 31 + s.K + bits));
       const std::vector<float> x = test::llm_activations(s.K, unsigned(s.K));
@@ -186,12 +189,12 @@ TEST_CASE("gemv: tall matrix (M = 11008)", "[gemv]") {
 }
 
 TEST_CASE("gemv: adversarial activations and extreme codes", "[gemv]") {
-  const std::size_t M = 6, K = 160;
+  const std::size_t M = 6, K = 512;
   Matrix w(M, K);
   for (std::size_t r = 0; r < M; ++r)  // alternate the extremes: codes 0 and 2^b - 1
     for (std::size_t k = 0; k < K; ++k) w(r, k) = ((k + r) % 2 ? 1.0f : -1.0f) * float(r + 1);
-  for (int bits : {2, 3, 4, 8}) {
-    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, 32));
+  for (auto [bits, g] : {std::pair{2, 32}, {3, 32}, {4, 32}, {8, 32}, {2, 256}, {4, 128}, {8, 128}}) {
+    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, std::size_t(g)));
     std::vector<float> x(K, 0.0f);
     check_gemv(q, x);  // all zero
     for (std::size_t k = 0; k < K; ++k) x[k] = (k % 3 ? 1e-30f : 3e4f) * (k % 2 ? 1.0f : -1.0f);
@@ -200,15 +203,18 @@ TEST_CASE("gemv: adversarial activations and extreme codes", "[gemv]") {
     check_gemv(q, x);  // saturating int8 blocks: every xq = 127
   }
   const GroupQuantMatrix q = rtn::quantize(w, opts(4, 32));
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    std::vector<float> x = test::gaussian(K, 5);
-    x[77] = bad;
-    for (auto act : {Activations::fp32, Activations::int8}) {
-      for_each_isa([&](isa) {
-        std::vector<float> y(M);
-        gemv(q, x, y, RunOptions{act, 1});
-        for (float v : y) REQUIRE(!std::isfinite(v));  // propagates, never silently finite
-      });
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (float bad : {nan, inf, -inf}) {
+    for (std::size_t at : {std::size_t(0), std::size_t(77), K - 1}) {  // ends and middle: all_finite's tails
+      std::vector<float> x = test::gaussian(K, 5);
+      x[at] = bad;
+      for (auto act : {Activations::fp32, Activations::int8}) {
+        for_each_isa([&](isa) {
+          std::vector<float> y(M);
+          gemv(q, x, y, RunOptions{act, 1});
+          for (float v : y) REQUIRE(!std::isfinite(v));  // propagates, never silently finite
+        });
+      }
     }
   }
 }

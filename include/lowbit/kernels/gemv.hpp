@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "../core/parallel.hpp"
 #include "../core/types.hpp"
@@ -20,10 +22,17 @@ namespace lowbit {
 
 namespace detail {
 
+// No NaN or Inf in x: an all-ones exponent. Integer OR, so the compiler
+// vectorizes it (a float sum is one serial chain: 4 cycles per element, 5 us
+// for K = 4096).
 inline bool all_finite(const float* x, std::size_t n) noexcept {
-  float acc = 0;
-  for (std::size_t i = 0; i < n; ++i) acc += x[i] * 0.0f;  // NaN iff some x is NaN or Inf
-  return acc == 0.0f;
+  std::uint32_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= std::uint32_t((u & 0x7F800000u) == 0x7F800000u);
+  }
+  return bad == 0;
 }
 
 // The activation layout the kernel table expects for w (the scalar

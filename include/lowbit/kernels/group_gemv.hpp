@@ -14,7 +14,9 @@
 // so the hot loop is decode, multiply, add: the zero points never enter it.
 //
 // Fast paths need g % 32 == 0 (a 32-code block then lies in one group);
-// other group sizes run the scalar reference. Rows run in parallel.
+// other group sizes run the scalar reference. Rows run in parallel. With
+// AVX-512 VNNI the int8 path runs on 512-bit batches where the groups allow
+// (group_gemv_wide).
 #pragma once
 
 #include <algorithm>
@@ -29,6 +31,8 @@
 #include "../format/group_quant.hpp"
 #include "../simd/ops.hpp"
 #include "byte_quant.hpp"
+
+LOWBIT_AVX512_INTRINSICS_BEGIN
 
 namespace lowbit {
 
@@ -152,11 +156,18 @@ inline void group_gemv_reference(const GroupQuantMatrix& w, const float* x, cons
 // Decodes 32-code blocks of one packed row (core/bitpack.hpp): block b is
 // bit-field (b mod F) of chunk (b div F) in each plane, F = 8 / width. A byte
 // batch holds S = 16 or 32 codes, so a block is H = 32 / S batches.
+// On 512-bit batches (S = 64) a block is one batch of 64 codes, bit-field f
+// of two neighbouring chunks: block F m + f holds the codes of natural blocks
+// 2F m + f and 2F m + F + f (the int8 activations are put in that order, see
+// group_gemv_wide). Only one-plane widths (2, 4, 8 bits) decode this way: the
+// planes of 3 bits would pair different blocks.
 template <class Tag, int Bits>
 struct block_decoder {
   using u8 = simd::u8<Tag>;
-  static constexpr int S = int(u8::size), H = 32 / S;
+  static constexpr int S = int(u8::size), H = S >= 32 ? 1 : 32 / S;
+  static constexpr std::size_t block = std::size_t(S * H);  // codes per block, bytes per chunk of a plane
   static constexpr int planes = bitpack::plane_count(Bits);
+  static_assert(block == act_block || planes == 1, "512-bit blocks: one-plane widths only");
   // Blocks per unit: one chunk of the narrowest plane (at least 2, so that
   // two accumulators alternate). Within a unit every plane's bit-field is a
   // compile-time constant.
@@ -202,7 +213,7 @@ struct block_decoder {
       chunk = b / F;
       field = int(b % F);
     }
-    const u8 raw = u8::load_unaligned(plane[P] + chunk * bitpack::chunk_bytes + h * S);
+    const u8 raw = u8::load_unaligned(plane[P] + chunk * block + h * S);
     if constexpr (w == 8) {
       return raw;
     } else {
@@ -309,6 +320,11 @@ struct float_block {
   }
 };
 
+// The tag whose blocks are in natural order: per-row statistics of a 512-bit
+// kernel are decoded by its 256-bit twin.
+template <class Tag> struct natural_order { using type = Tag; };
+template <> struct natural_order<simd::avx512vnni_zmm_tag> { using type = simd::avx512vnni_tag; };
+
 // Scales and zero points of one row as floats, decoded once per row. The
 // zero points (one packed row of M * G codes) go through the same SIMD block
 // decoder as the weights.
@@ -399,13 +415,14 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   using CB = code_block<Tag, Bits>;
   using D = block_decoder<Tag, Bits>;
   constexpr int U = D::unit;
+  constexpr std::size_t blk = D::block;
   // An int16 lane takes 2 H products code * xq per block, each at most
   // (2^Bits - 1) * 127 in magnitude: this many blocks cannot overflow.
   constexpr bool use16 = Int8 && Bits <= 4 && !Tag::vnni;
   constexpr std::size_t blocks16 = (32767 / (((1 << Bits) - 1) * 127)) / (2 * D::H);
   static_assert(!use16 || blocks16 >= 1);
-  const std::size_t nb = (w.cols + act_block - 1) / act_block, bpg = w.group / act_block;
-  const std::size_t nu = (nb + U - 1) / U, bps = Int8 ? a[0]->segment / act_block : bpg;
+  const std::size_t nb = (w.cols + blk - 1) / blk, bpg = w.group / blk;
+  const std::size_t nu = (nb + U - 1) / U, bps = Int8 ? a[0]->segment / blk : bpg;
   // Activation pointers in locals: through a[t]-> the compiler reloads them
   // every block.
   const std::int8_t* aq[NT];
@@ -418,12 +435,13 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   }
   const std::size_t upg = bpg / U, group_bytes = w.group * Bits / 8;
   const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
-  row_params<Tag, Bits> rp(w);
+  row_params<typename natural_order<Tag>::type, Bits> rp(w);
   const std::size_t G = w.groups_per_row();
   std::vector<float> sd(fast && Int8 ? NT * G : 0);  // fast int8: s_j d_j per token
   for (std::size_t r = r0; r < r1; ++r) {
     rp.load(r);
-    const D dec(w.row_codes(r), w.cols);
+    const std::uint8_t* const row = w.row_codes(r);  // row_bytes() divides: once per row, not per group
+    const D dec(row, w.cols);
     float bias[NT];
     for (int t = 0; t < NT; ++t) bias[t] = rp.bias(ag[t]);
     // Fast int8 path: the scales times d per row in SIMD (per group in
@@ -447,17 +465,18 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
     }
     std::size_t j = 0, group_end = std::min(bpg, nb), seg = 0, seg_end = std::min(bps, nb), n16 = 0;
     auto widen = [&] {
-      for (int t = 0; t < NT; ++t) {
-        i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
-        p0[t] = p1[t] = I16(0);
-      }
+      if constexpr (use16)
+        for (int t = 0; t < NT; ++t) {
+          i0[t] += simd::widen_pairs<Tag>(p0[t] + p1[t]);
+          p0[t] = p1[t] = I16(0);
+        }
       n16 = 0;
     };
     // Common case (e.g. int4 g128): whole groups of whole units, one
     // segment per group, few enough blocks for int16: no per-block checks.
     if (fast) {
       for (std::size_t u = 0; u < nu; u += upg) {
-        simd::prefetch_ahead(w.row_codes(r) + j * group_bytes, group_bytes);
+        simd::prefetch_ahead(row + j * group_bytes, group_bytes);
         for (std::size_t v = u; v < u + upg; ++v)
           unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
             constexpr bool odd = J() % 2;
@@ -465,11 +484,11 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
             const CB cb(dec, v, J);
             for (int t = 0; t < NT; ++t) {
               if constexpr (!Int8)
-                (odd ? g1 : g0)[t] += float_block<Tag, Bits>(cb).dot(ax[t] + b * act_block);
+                (odd ? g1 : g0)[t] += float_block<Tag, Bits>(cb).dot(ax[t] + b * blk);
               else if constexpr (use16)
-                (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
+                (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * blk);
               else
-                (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * act_block, (odd ? i1 : i0)[t]);
+                (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * blk, (odd ? i1 : i0)[t]);
             }
           });
         for (int t = 0; t < NT; ++t) {
@@ -497,9 +516,9 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
         if constexpr (Int8) {
           for (int t = 0; t < NT; ++t) {
             if constexpr (use16)
-              (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * act_block);
+              (odd ? p1 : p0)[t] += cb.madd16(aq[t] + b * blk);
             else
-              (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * act_block, (odd ? i1 : i0)[t]);
+              (odd ? i1 : i0)[t] = cb.dot_q8(aq[t] + b * blk, (odd ? i1 : i0)[t]);
           }
           if constexpr (use16)
             if (++n16 == blocks16) widen();
@@ -514,7 +533,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
           }
         } else {
           const float_block<Tag, Bits> fb(cb);
-          for (int t = 0; t < NT; ++t) (odd ? g1 : g0)[t] += fb.dot(ax[t] + b * act_block);
+          for (int t = 0; t < NT; ++t) (odd ? g1 : g0)[t] += fb.dot(ax[t] + b * blk);
         }
         if (b + 1 == group_end) {
           const F s(rp.s[j]);
@@ -547,5 +566,41 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
 }
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// The int8 gemv on 512-bit batches (AVX-512 VNNI), where every group and
+// activation segment is whole units of 512-bit blocks (block_decoder): int4
+// with g % 128 == 0, int2 with g % 256, int8 with g % 128. A group of int4
+// g128 is then one 64-byte load, a mask, a shift and two vpdpbusd, half the
+// instructions of the 256-bit kernel. Returns false, doing nothing, for other
+// shapes (3 bits, other groups, fp32 activations).
+template <int Bits>
+bool group_gemv_wide(const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
+                     std::size_t r1) {
+  if constexpr (Bits == 3) {
+    return false;
+  } else {
+    using Z = simd::avx512vnni_zmm_tag;
+    using D = block_decoder<Z, Bits>;
+    constexpr std::size_t F = 8 / Bits, half = D::block / 2;
+    if (!a.int8 || w.cols % w.group != 0 || a.segment != w.group || w.group % (D::unit * D::block) != 0)
+      return false;
+    // The activations in block order: block F m + f takes natural blocks
+    // 2F m + f and 2F m + F + f (the identity for 8 bits).
+    PreparedActivations p = a;
+    for (std::size_t b = 0; b < w.cols / D::block; ++b) {
+      const std::size_t m = b / F, f = b % F;
+      std::memcpy(&p.q[D::block * b], &a.q[half * (2 * F * m + f)], half);
+      std::memcpy(&p.q[D::block * b + half], &a.q[half * (2 * F * m + F + f)], half);
+    }
+    const PreparedActivations* in[1] = {&p};
+    float* out[1] = {y};
+    group_rows_for<Z, Bits, 1, true>(w, in, out, r0, r1);
+    return true;
+  }
+}
+#endif
+
 }  // namespace detail
 }  // namespace lowbit
+
+LOWBIT_AVX512_INTRINSICS_END
