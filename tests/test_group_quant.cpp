@@ -268,10 +268,17 @@ TEST_CASE("gemv, gemm: bit-identical for any thread count", "[gemv]") {
 TEST_CASE("gemm: equals gemv per token, any batch size", "[gemm]") {
   // K = 1376 is ragged for g = 128 and 256: the int8 token-lane kernel reads
   // int4 / int2 rows in place for g >= 64 / 128 and unpacks them otherwise.
-  const std::size_t M = 37, K = 1376;
-  const Matrix w = test::llm_weights(M, K, 21);
-  for (auto [bits, group] : {std::pair{2, 32}, {3, 32}, {4, 32}, {8, 32}, {2, 256}, {3, 128}, {4, 128}}) {
-    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, std::size_t(group)));
+  // K = 1024 with int4 / int8 g128 and int2 g256: the 512-bit int8 kernel
+  // (group_rows_wide) in gemv and in the token tiles.
+  const std::size_t M = 37;
+  struct Case {
+    int bits;
+    std::size_t group, K;
+  };
+  for (auto [bits, group, K] : {Case{2, 32, 1376}, {3, 32, 1376}, {4, 32, 1376}, {8, 32, 1376}, {2, 256, 1376},
+                                {3, 128, 1376}, {4, 128, 1376}, {4, 128, 1024}, {8, 128, 1024}, {2, 256, 1024}}) {
+    const Matrix w = test::llm_weights(M, K, 21);
+    const GroupQuantMatrix q = rtn::quantize(w, opts(bits, group));
     for (std::size_t N : {1u, 2u, 3u, 5u, 8u, 17u, 64u}) {
       Matrix X(N, K);
       for (std::size_t n = 0; n < N; ++n) {

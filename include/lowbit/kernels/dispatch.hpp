@@ -134,13 +134,7 @@ kernel_table make_kernel_table() {
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);
       assert(a.int8 || a.lanes == int(simd::f32<Tag>::size));
-      with_bits(w.bits, [&](auto B) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-        if constexpr (std::is_same_v<Tag, simd::avx512vnni_tag>)  // instruction-bound: 512-bit where the shapes allow
-          if (group_gemv_wide<B()>(w, a, y, r0, r1)) return;
-#endif
-        group_gemv_rows<Tag, B()>(w, a, y, r0, r1);
-      });
+      with_bits(w.bits, [&](auto B) { group_gemv_rows<Tag, B()>(w, a, y, r0, r1); });
     };
     t.group_gemm = [](const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
                       std::size_t ldy, std::size_t r0, std::size_t r1) {

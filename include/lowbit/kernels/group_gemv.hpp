@@ -16,7 +16,7 @@
 // Fast paths need g % 32 == 0 (a 32-code block then lies in one group);
 // other group sizes run the scalar reference. Rows run in parallel. With
 // AVX-512 VNNI the int8 path runs on 512-bit batches where the groups allow
-// (group_gemv_wide).
+// (group_rows_wide).
 #pragma once
 
 #include <algorithm>
@@ -159,7 +159,7 @@ inline void group_gemv_reference(const GroupQuantMatrix& w, const float* x, cons
 // On 512-bit batches (S = 64) a block is one batch of 64 codes, bit-field f
 // of two neighbouring chunks: block F m + f holds the codes of natural blocks
 // 2F m + f and 2F m + F + f (the int8 activations are put in that order, see
-// group_gemv_wide). Only one-plane widths (2, 4, 8 bits) decode this way: the
+// group_rows_wide). Only one-plane widths (2, 4, 8 bits) decode this way: the
 // planes of 3 bits would pair different blocks.
 template <class Tag, int Bits>
 struct block_decoder {
@@ -549,9 +549,49 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
   }
 }
 
+// The int8 kernel on 512-bit batches (AVX-512 VNNI), where every group and
+// activation segment is whole units of 512-bit blocks (block_decoder): int4
+// with g % 128 == 0, int2 with g % 256, int8 with g % 128. A group of int4
+// g128 is then one 64-byte load, a mask, a shift and two vpdpbusd, half the
+// instructions of the 256-bit kernel. Returns false, doing nothing, for other
+// shapes (3 bits, other groups, fp32 activations) and other tags.
+template <class Tag, int Bits, int NT>
+bool group_rows_wide([[maybe_unused]] const GroupQuantMatrix& w, [[maybe_unused]] const PreparedActivations* const* a,
+                     [[maybe_unused]] float* const* y, [[maybe_unused]] std::size_t r0,
+                     [[maybe_unused]] std::size_t r1) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (Bits != 3 && std::is_same_v<Tag, simd::avx512vnni_tag>) {  // instruction-bound: 512-bit where the shapes allow
+    using Z = simd::avx512vnni_zmm_tag;
+    using D = block_decoder<Z, Bits>;
+    constexpr std::size_t F = 8 / Bits, half = D::block / 2;
+    if (!a[0]->int8 || w.cols % w.group != 0 || a[0]->segment != w.group || w.group % (D::unit * D::block) != 0)
+      return false;
+    // The activations in block order: block F m + f takes natural blocks
+    // 2F m + f and 2F m + F + f (the identity for 8 bits).
+    PreparedActivations p[NT];
+    const PreparedActivations* in[NT];
+    for (int t = 0; t < NT; ++t) {
+      p[t] = *a[t];
+      in[t] = &p[t];
+      for (std::size_t b = 0; b < w.cols / D::block; ++b) {
+        const std::size_t m = b / F, f = b % F;
+        std::memcpy(&p[t].q[D::block * b], &a[t]->q[half * (2 * F * m + f)], half);
+        std::memcpy(&p[t].q[D::block * b + half], &a[t]->q[half * (2 * F * m + F + f)], half);
+      }
+    }
+    group_rows_for<Z, Bits, NT, true>(w, in, y, r0, r1);
+    return true;
+  }
+#endif
+  return false;
+}
+
+// Rows [r0, r1) for NT tokens: the 512-bit int8 kernel where it applies,
+// else the kernel of Tag.
 template <class Tag, int Bits, int NT>
 void group_rows(const GroupQuantMatrix& w, const PreparedActivations* const* a, float* const* y, std::size_t r0,
                 std::size_t r1) {
+  if (group_rows_wide<Tag, Bits, NT>(w, a, y, r0, r1)) return;
   if (a[0]->int8)
     group_rows_for<Tag, Bits, NT, true>(w, a, y, r0, r1);
   else
@@ -566,39 +606,6 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
 }
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-// The int8 gemv on 512-bit batches (AVX-512 VNNI), where every group and
-// activation segment is whole units of 512-bit blocks (block_decoder): int4
-// with g % 128 == 0, int2 with g % 256, int8 with g % 128. A group of int4
-// g128 is then one 64-byte load, a mask, a shift and two vpdpbusd, half the
-// instructions of the 256-bit kernel. Returns false, doing nothing, for other
-// shapes (3 bits, other groups, fp32 activations).
-template <int Bits>
-bool group_gemv_wide(const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
-                     std::size_t r1) {
-  if constexpr (Bits == 3) {
-    return false;
-  } else {
-    using Z = simd::avx512vnni_zmm_tag;
-    using D = block_decoder<Z, Bits>;
-    constexpr std::size_t F = 8 / Bits, half = D::block / 2;
-    if (!a.int8 || w.cols % w.group != 0 || a.segment != w.group || w.group % (D::unit * D::block) != 0)
-      return false;
-    // The activations in block order: block F m + f takes natural blocks
-    // 2F m + f and 2F m + F + f (the identity for 8 bits).
-    PreparedActivations p = a;
-    for (std::size_t b = 0; b < w.cols / D::block; ++b) {
-      const std::size_t m = b / F, f = b % F;
-      std::memcpy(&p.q[D::block * b], &a.q[half * (2 * F * m + f)], half);
-      std::memcpy(&p.q[D::block * b + half], &a.q[half * (2 * F * m + F + f)], half);
-    }
-    const PreparedActivations* in[1] = {&p};
-    float* out[1] = {y};
-    group_rows_for<Z, Bits, 1, true>(w, in, out, r0, r1);
-    return true;
-  }
-}
-#endif
 
 }  // namespace detail
 }  // namespace lowbit
