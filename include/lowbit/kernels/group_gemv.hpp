@@ -566,8 +566,12 @@ bool group_rows_wide([[maybe_unused]] const GroupQuantMatrix& w, [[maybe_unused]
     constexpr std::size_t F = 8 / Bits, half = D::block / 2;
     if (!a[0]->int8 || w.cols % w.group != 0 || a[0]->segment != w.group || w.group % (D::unit * D::block) != 0)
       return false;
+    if constexpr (F == 1) {  // 8 bits: natural blocks 2m and 2m + 1, the natural order
+      group_rows_for<Z, Bits, NT, true>(w, a, y, r0, r1);
+      return true;
+    }
     // The activations in block order: block F m + f takes natural blocks
-    // 2F m + f and 2F m + F + f (the identity for 8 bits).
+    // 2F m + f and 2F m + F + f.
     PreparedActivations p[NT];
     const PreparedActivations* in[NT];
     for (int t = 0; t < NT; ++t) {
@@ -605,7 +609,6 @@ void group_gemv_rows(const GroupQuantMatrix& w, const PreparedActivations& a, fl
   float* out[1] = {y};
   group_rows<Tag, Bits, 1>(w, in, out, r0, r1);
 }
-
 
 }  // namespace detail
 }  // namespace lowbit
