@@ -275,8 +275,12 @@ TEST_CASE("gemm: equals gemv per token, any batch size", "[gemm]") {
     int bits;
     std::size_t group, K;
   };
-  for (auto [bits, group, K] : {Case{2, 32, 1376}, {3, 32, 1376}, {4, 32, 1376}, {8, 32, 1376}, {2, 256, 1376},
-                                {3, 128, 1376}, {4, 128, 1376}, {4, 128, 1024}, {8, 128, 1024}, {2, 256, 1024}}) {
+  for (const Case& c : {Case{2, 32, 1376}, {3, 32, 1376}, {4, 32, 1376}, {8, 32, 1376}, {2, 256, 1376},
+                        {3, 128, 1376}, {4, 128, 1376}, {4, 128, 1024}, {8, 128, 1024}, {2, 256, 1024}}) {
+    // Named copies, not a structured binding: the lambdas below capture them
+    // (C++17; clang before 16 rejects captured bindings).
+    const int bits = c.bits;
+    const std::size_t group = c.group, K = c.K;
     const Matrix w = test::llm_weights(M, K, 21);
     const GroupQuantMatrix q = rtn::quantize(w, opts(bits, group));
     for (std::size_t N : {1u, 2u, 3u, 5u, 8u, 17u, 64u}) {

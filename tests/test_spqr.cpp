@@ -223,8 +223,9 @@ TEST_CASE("spqr: statistic-code unpack and fp16 widening equal their references 
       std::vector<std::uint8_t> row(bitpack::row_bytes(n, bits));
       bitpack::pack(codes.data(), n, bits, row.data());
       // Whole runs (the SIMD path) and ranges with partial runs (scalar).
-      for (auto [first, count] : {std::pair<std::size_t, std::size_t>{0, n / 32 * 32}, {32, n / 32 * 32 - 32}, {5, n - 9},
-                                  {n / 32 * 32 - 32, 32}, {0, 0}}) {
+      for (const auto& range : {std::pair<std::size_t, std::size_t>{0, n / 32 * 32}, {32, n / 32 * 32 - 32},
+                                {5, n - 9}, {n / 32 * 32 - 32, 32}, {0, 0}}) {
+        const std::size_t first = range.first, count = range.second;  // captured below: no structured binding (C++17)
         std::vector<std::uint8_t> out(count + 1, 0xAB);
         test::for_each_isa([&](isa i) {
           INFO("bits " << bits << " n " << n << " first " << first << " count " << count);

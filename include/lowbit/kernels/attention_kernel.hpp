@@ -256,7 +256,6 @@ struct Attend {
   // (core/bitpack.hpp), each one byte run at one shift.
   template <int B>
   static void decode(const CodeRows<B>& rows, std::size_t t0, std::size_t n, std::size_t dim, float* out) noexcept {
-    constexpr std::size_t field = bitpack::chunk_bytes;  // codes per field
     const I mask((1 << B) - 1);
     for (std::size_t t = 0; t < n; ++t) {
       const CodeRow<B> r = rows.row(t0 + t);

@@ -376,7 +376,7 @@ template <class Tag, class T>
 inline void narrow8([[maybe_unused]] i32<Tag> a, [[maybe_unused]] i32<Tag> b, [[maybe_unused]] i32<Tag> c,
                     [[maybe_unused]] i32<Tag> d, [[maybe_unused]] T* out) noexcept {
   static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t>, "narrow8: bytes only");
-  constexpr bool is_signed = std::is_signed_v<T>;
+  [[maybe_unused]] constexpr bool is_signed = std::is_signed_v<T>;  // unused in a TU with none of the branches below
 #if defined(__AVX512BW__)
   if constexpr (is_512<Tag>) {  // as below, four 128-bit lanes: dword 4 k + j of x is quad k of (a, b, c, d)[j]
     const __m512i ab = _mm512_packs_epi32(__m512i(a), __m512i(b)), cd = _mm512_packs_epi32(__m512i(c), __m512i(d));
