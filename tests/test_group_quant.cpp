@@ -170,7 +170,7 @@ TEST_CASE("gemv: every ISA matches the reference on odd shapes", "[gemv]") {
   };
   for (Shape s : {Shape{1, 288, 32}, Shape{11, 1376, 32}, Shape{7, 4096, 128}, Shape{13, 1376, 128},
                   Shape{3, 100, 32}, Shape{5, 64, 64}, Shape{4, 200, 40}, Shape{2, 48, 16},
-                  // 512-bit int8 blocks (group_gemv_wide): int2 needs g % 256; for g = 512
+                  // 512-bit int8 blocks (group_rows_wide): int2 needs g % 256; for g = 512
                   // the activation segment (256) is not the group, the 256-bit kernel runs.
                   Shape{3, 768, 256}, Shape{2, 1024, 512}}) {
     for (int bits : {2, 3, 4, 8}) {

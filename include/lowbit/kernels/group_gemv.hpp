@@ -389,6 +389,15 @@ struct row_params {
 };
 
 
+// Whole groups of whole decoder units, one activation segment per group
+// (fp32: segment = g): the shape group_rows_for runs without per-block
+// checks, and the only one in which 512-bit blocks (pairs of natural blocks)
+// stay inside their group.
+template <class D>
+bool whole_units(const GroupQuantMatrix& w, std::size_t segment) noexcept {
+  return w.group % (std::size_t(D::unit) * D::block) == 0 && w.cols % w.group == 0 && segment == w.group;
+}
+
 template <int... J, class Fn>
 inline void unroll(std::integer_sequence<int, J...>, Fn&& f) {
   (f(std::integral_constant<int, J>{}), ...);
@@ -434,7 +443,7 @@ void group_rows_for(const GroupQuantMatrix& w, const PreparedActivations* const*
     ax[t] = a[t]->x.data();
   }
   const std::size_t upg = bpg / U, group_bytes = w.group * Bits / 8;
-  const bool fast = bpg % U == 0 && w.cols % w.group == 0 && bps == bpg && (!use16 || bpg <= blocks16);
+  const bool fast = whole_units<D>(w, Int8 ? a[0]->segment : w.group) && (!use16 || bpg <= blocks16);
   row_params<typename natural_order<Tag>::type, Bits> rp(w);
   const std::size_t G = w.groups_per_row();
   std::vector<float> sd(fast && Int8 ? NT * G : 0);  // fast int8: s_j d_j per token
@@ -564,8 +573,7 @@ bool group_rows_wide([[maybe_unused]] const GroupQuantMatrix& w, [[maybe_unused]
     using Z = simd::avx512vnni_zmm_tag;
     using D = block_decoder<Z, Bits>;
     constexpr std::size_t F = 8 / Bits, half = D::block / 2;
-    if (!a[0]->int8 || w.cols % w.group != 0 || a[0]->segment != w.group || w.group % (D::unit * D::block) != 0)
-      return false;
+    if (!a[0]->int8 || !whole_units<D>(w, a[0]->segment)) return false;
     if constexpr (F == 1) {  // 8 bits: natural blocks 2m and 2m + 1, the natural order
       group_rows_for<Z, Bits, NT, true>(w, a, y, r0, r1);
       return true;
