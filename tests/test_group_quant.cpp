@@ -283,17 +283,29 @@ TEST_CASE("gemm: equals gemv per token, any batch size", "[gemm]") {
     const std::size_t group = c.group, K = c.K;
     const Matrix w = test::llm_weights(M, K, 21);
     const GroupQuantMatrix q = rtn::quantize(w, opts(bits, group));
-    for (std::size_t N : {1u, 2u, 3u, 5u, 8u, 17u, 64u}) {
+    for (std::size_t N : {1u, 2u, 3u, 5u, 8u, 12u, 17u, 64u}) {
       Matrix X(N, K);
       for (std::size_t n = 0; n < N; ++n) {
         const auto x = test::llm_activations(K, unsigned(100 + n));
         std::copy(x.begin(), x.end(), X.row(n));
       }
       const Matrix wd = dequantize(q);
+      // The token-lane kernel's integer sums are exact and its float steps
+      // the same per lane, so every FMA ISA gives the same bits, whatever its
+      // vector width (256-bit; 512-bit with VNNI from 9 tokens).
+      Matrix lanes_first(N, M);
+      bool have_lanes = false;
       for (auto act : {Activations::fp32, Activations::int8}) {
         for_each_isa([&](isa i) {
           Matrix Y(N, M, -1.0f);
           gemm(q, X, Y, RunOptions{act, 2});
+          if (i != isa::scalar && i != isa::sse4_1 &&
+              detail::choose_gemm_kernel(act == Activations::int8, i, bits, N) == detail::gemm_kernel::lanes) {
+            INFO("bits " << bits << " g " << group << " K " << K << " N " << N);
+            if (have_lanes) REQUIRE(std::memcmp(Y.data(), lanes_first.data(), N * M * 4) == 0);
+            lanes_first = Y;
+            have_lanes = true;
+          }
           for (std::size_t n = 0; n < N; ++n) {
             std::vector<float> y(M);
             gemv(q, span<const float>(X.row(n), K), y, RunOptions{act, 1});

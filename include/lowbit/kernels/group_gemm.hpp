@@ -13,7 +13,8 @@
 //    (d_t per segment one load, s_ig one broadcast): per segment of 128
 //    codes, row and 8 tokens, 32 integer dots, one conversion and two
 //    multiplies. int4 / int2 rows are read packed, int3 unpacked to bytes
-//    per panel of rows (group_gemm_lanes).
+//    per panel of rows (group_gemm_lanes). With AVX-512 VNNI, batches of
+//    more than 8 tokens run 16 tokens to a 512-bit vector.
 //  - dense fp32 (fp32 activations from 4 tokens): panels of rows dequantized
 //    to fp32 and multiplied by a register tile.
 //
@@ -27,6 +28,8 @@
 
 #include "code_dot.hpp"
 #include "group_gemv.hpp"
+
+LOWBIT_AVX512_INTRINSICS_BEGIN
 
 namespace lowbit {
 namespace detail {
@@ -210,7 +213,8 @@ void group_gemm_lanes_w(const GroupQuantMatrix& w, const PreparedActivations* a,
   // The panel's outputs, token-major: Y rows are then written contiguously
   // (storing lanes straight into Y touched a line of Y per value).
   std::vector<float> C(tiles.size() * NT * P);
-  row_params<Tag, Bits> rp(w);
+  using Natural = typename natural_order<Tag>::type;  // statistics and unpacking: 256-bit blocks
+  row_params<Natural, Bits> rp(w);
   for (std::size_t p0 = r0; p0 < r1; p0 += P) {
     const std::size_t pr = std::min(P, r1 - p0);
     for (std::size_t i = 0; i < pr; ++i) {
@@ -222,7 +226,7 @@ void group_gemm_lanes_w(const GroupQuantMatrix& w, const PreparedActivations* a,
       if constexpr (!in_place) {
         std::uint8_t* ci = codes.data() + i * Kp;
         const std::size_t whole = K / act_block * act_block;
-        unpack_codes<Tag>(w.row_codes(p0 + i), K, Bits, 0, whole, ci);
+        unpack_codes<Natural>(w.row_codes(p0 + i), K, Bits, 0, whole, ci);
         bitpack::unpack_range(w.row_codes(p0 + i), K, Bits, whole, K - whole, ci + whole);
         std::fill(ci + K, ci + Kp, std::uint8_t(0));
       }
@@ -307,7 +311,19 @@ void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, st
   const gemm_kernel kind = choose_gemm_kernel(a[0].int8, Tag::id, Bits, n);
   if constexpr (Bits < 8 || Tag::vnni)
     if (kind == gemm_kernel::lanes) {
-      if (n <= simd::i32<Tag>::size) return group_gemm_lanes<Tag, Bits, 1>(w, a, n, Y, ldy, r0, r1);
+      constexpr std::size_t L = simd::i32<Tag>::size;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+      // Instruction-bound: with AVX-512 VNNI, more tokens than one 256-bit
+      // vector run 16 to a 512-bit vector, half the vpdpbusd per product
+      // (each lane's arithmetic is the same: bit-identical results).
+      if constexpr (std::is_same_v<Tag, simd::avx512vnni_tag>)
+        if (n > L) {
+          using Z = simd::avx512vnni_zmm_tag;
+          if (n <= simd::i32<Z>::size) return group_gemm_lanes<Z, Bits, 1>(w, a, n, Y, ldy, r0, r1);
+          return group_gemm_lanes<Z, Bits, 2>(w, a, n, Y, ldy, r0, r1);
+        }
+#endif
+      if (n <= L) return group_gemm_lanes<Tag, Bits, 1>(w, a, n, Y, ldy, r0, r1);
       return group_gemm_lanes<Tag, Bits, 2>(w, a, n, Y, ldy, r0, r1);
     }
   if (kind == gemm_kernel::tiles) {
@@ -342,3 +358,5 @@ void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, st
 
 }  // namespace detail
 }  // namespace lowbit
+
+LOWBIT_AVX512_INTRINSICS_END

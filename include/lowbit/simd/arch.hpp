@@ -6,10 +6,12 @@
 // xsimd architecture whose batches it computes with. The AVX-512 tags use
 // 256-bit batches: lowbit's kernels stream 32-byte chunks (core/bitpack.hpp)
 // and are memory-bound, so what AVX-512 adds here is EVEX encoding, 32 vector
-// registers and, with VNNI, vpdpbusd for int8 dot products. One kernel is
-// bound by its instruction count instead, decode attention over a KIVI cache
-// (kernels/attention_kernel.hpp): the avx512vnni table runs it on 512-bit
-// batches (avx512vnni_zmm_tag) where the shapes allow.
+// registers and, with VNNI, vpdpbusd for int8 dot products. The kernels
+// bound by their instruction count instead run on 512-bit batches
+// (avx512vnni_zmm_tag) in the avx512vnni table where the shapes allow: decode
+// attention over a KIVI cache (kernels/attention_kernel.hpp), the int8 group
+// gemv (kernels/group_gemv.hpp) and the int8 gemm with tokens in lanes
+// (kernels/group_gemm.hpp).
 //
 // Which ISAs are compiled in:
 //   header-only (default): the best one the translation unit's own flags
@@ -124,7 +126,7 @@ struct avx512vnni_tag {
   static constexpr bool vnni = true;
 };
 // The same ISA on 512-bit batches; only the kernel table of avx512vnni uses
-// it, for the attention kernel (kernels/dispatch.hpp).
+// it (header comment).
 struct avx512vnni_zmm_tag {
   static constexpr isa id = isa::avx512vnni;
   using arch = xsimd::avx512bw;
