@@ -257,16 +257,23 @@ void group_gemm_lanes_w(const GroupQuantMatrix& w, const PreparedActivations* a,
 
 // Packed rows are read in place when they are one plane whose chunks fit
 // the segments (int4 with g >= 64, int2 with g >= 128, int8); otherwise
-// (int3, small groups) they are unpacked to bytes.
-template <class Tag, int Bits, int TJ>
+// (int3, small groups) they are unpacked to bytes. A tile holds one vector
+// of tokens when all n fit in one, else two.
+template <class Tag, int Bits>
 void group_gemm_lanes(const GroupQuantMatrix& w, const PreparedActivations* a, std::size_t n, float* Y,
                       std::size_t ldy, std::size_t r0, std::size_t r1) {
   static_assert(Bits < 8 || Tag::vnni, "8-bit codes exceed dot_u8i8's range without VNNI");
   constexpr int W = bitpack::plane_width(Bits, 0);
-  if constexpr (bitpack::plane_count(Bits) == 1 && W < 8)
-    if ((a[0].segment / act_block) % (8 / W) == 0)
-      return group_gemm_lanes_w<Tag, Bits, W, TJ>(w, a, n, Y, ldy, r0, r1);
-  group_gemm_lanes_w<Tag, Bits, 8, TJ>(w, a, n, Y, ldy, r0, r1);
+  const auto run = [&](auto TJ) {
+    if constexpr (bitpack::plane_count(Bits) == 1 && W < 8)
+      if ((a[0].segment / act_block) % (8 / W) == 0)
+        return group_gemm_lanes_w<Tag, Bits, W, TJ()>(w, a, n, Y, ldy, r0, r1);
+    group_gemm_lanes_w<Tag, Bits, 8, TJ()>(w, a, n, Y, ldy, r0, r1);
+  };
+  if (n <= simd::i32<Tag>::size)
+    run(std::integral_constant<int, 1>{});
+  else
+    run(std::integral_constant<int, 2>{});
 }
 
 // Which kernel gemm runs for n tokens (header comment). Measured on
@@ -311,20 +318,14 @@ void group_gemm_rows(const GroupQuantMatrix& w, const PreparedActivations* a, st
   const gemm_kernel kind = choose_gemm_kernel(a[0].int8, Tag::id, Bits, n);
   if constexpr (Bits < 8 || Tag::vnni)
     if (kind == gemm_kernel::lanes) {
-      constexpr std::size_t L = simd::i32<Tag>::size;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
       // Instruction-bound: with AVX-512 VNNI, more tokens than one 256-bit
       // vector run 16 to a 512-bit vector, half the vpdpbusd per product
       // (each lane's arithmetic is the same: bit-identical results).
       if constexpr (std::is_same_v<Tag, simd::avx512vnni_tag>)
-        if (n > L) {
-          using Z = simd::avx512vnni_zmm_tag;
-          if (n <= simd::i32<Z>::size) return group_gemm_lanes<Z, Bits, 1>(w, a, n, Y, ldy, r0, r1);
-          return group_gemm_lanes<Z, Bits, 2>(w, a, n, Y, ldy, r0, r1);
-        }
+        if (n > simd::i32<Tag>::size) return group_gemm_lanes<simd::avx512vnni_zmm_tag, Bits>(w, a, n, Y, ldy, r0, r1);
 #endif
-      if (n <= L) return group_gemm_lanes<Tag, Bits, 1>(w, a, n, Y, ldy, r0, r1);
-      return group_gemm_lanes<Tag, Bits, 2>(w, a, n, Y, ldy, r0, r1);
+      return group_gemm_lanes<Tag, Bits>(w, a, n, Y, ldy, r0, r1);
     }
   if (kind == gemm_kernel::tiles) {
     // Tiles of 1, 2 or 4 tokens (3 runs as a padded 4: one instantiation
