@@ -176,42 +176,123 @@ TEST_CASE("spqr: empty shapes give empty or zero products", "[spqr]") {
   }
 }
 
-TEST_CASE("spqr: row statistics kernel equals its reference on every ISA", "[spqr]") {
+TEST_CASE("spqr: row kernel equals its reference on every ISA", "[spqr]") {
+  // Random codes, statistic codes and folded parameters; K from one 32-code
+  // block to whole and partial spans of every decoder unit; the padding's
+  // statistic codes are the largest byte (their zero parameters must
+  // cancel them). Extreme codes every fifth row, a NaN activation last.
   std::mt19937 rng(8);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  for (std::size_t G : {1u, 7u, 8u, 13u, 256u, 275u}) {
-    std::vector<std::uint8_t> sc(G), zc(G);
-    std::vector<float> ps(G), pz(G), qs(G), qz(G), A(G);
-    for (std::size_t j = 0; j < G; ++j) {
-      sc[j] = std::uint8_t(rng() % 8);
-      zc[j] = std::uint8_t(j % 2 ? 7 : rng() % 8);  // the extreme code every other group
-      ps[j] = u(rng), pz[j] = u(rng), qs[j] = u(rng), qz[j] = u(rng), A[j] = 100.0f * u(rng);
+  for (const int bits : {2, 3, 4, 8})
+    for (const std::size_t K : {32u, 96u, 288u, 1376u, 4096u})
+      for (int trial = 0; trial < 6; ++trial) {
+        const bool extreme = trial == 4, nan = trial == 5;
+        const std::size_t T = K / 16, padded = (T + detail::spqr_span - 1) / detail::spqr_span * detail::spqr_span;
+        std::vector<std::uint8_t> codes(K), row(bitpack::row_bytes(K, bits)), sc(padded, 0xFF), zc(padded, 0xFF);
+        for (auto& c : codes) c = std::uint8_t(extreme ? (1u << bits) - 1 : rng() % (1u << bits));
+        bitpack::pack(codes.data(), K, bits, row.data());
+        std::vector<float> p(padded), pz(padded), qa(padded), qza(padded), xs(padded);
+        for (std::size_t t = 0; t < T; ++t) {
+          sc[t] = std::uint8_t(extreme ? 7 : rng() % 8);
+          zc[t] = std::uint8_t(rng() % 8);
+          p[t] = u(rng), pz[t] = u(rng), qa[t] = 50.0f * u(rng), qza[t] = 50.0f * u(rng);
+          xs[t] = std::ldexp(1.0f + 0.25f * u(rng), -int(rng() % 12));
+        }
+        std::vector<float> x = test::llm_activations(K, unsigned(trial) + 20);
+        std::vector<std::int8_t> q(K);
+        for (auto& v : q) v = std::int8_t(extreme ? -127 : int(rng() % 255) - 127);
+        if (nan) x[K / 3] = std::nanf("");
+        // fp32: the subgroups' sums and x scaled by 2^x_exp as the gemv does
+        // (for up to 4 bits the largest magnitude just below 2^126: the
+        // kernel's floats carry 2^-126, code_dot.hpp).
+        std::vector<float> A(padded), xe(K);
+        float m = 0;
+        for (std::size_t k = 0; k < K; ++k) A[k / 16] += x[k], m = std::max(m, std::fabs(x[k]));
+        const int x_exp = detail::spqr_x_exp(bits, m);
+        if (bits <= 4) REQUIRE(x_exp > 100);  // |x| < 2^26
+        for (std::size_t k = 0; k < K; ++k) xe[k] = std::ldexp(x[k], x_exp);
+        detail::SubgroupStats st{sc.data(), zc.data(), p.data(), pz.data(), qa.data(), qza.data(), A.data()};
+        st.x_exp = x_exp;
+        detail::SubgroupStats st8{sc.data(), zc.data(), p.data(), pz.data(), qa.data(), qza.data()};
+        st8.xs = xs.data();
+        const float ref = detail::spqr_row_reference(row.data(), K, bits, xe.data(), st);
+        const float ref8 = detail::spqr_row_reference(row.data(), K, bits, q.data(), st8);
+        double mag = 0, mag8 = 0;  // sums of the magnitudes of every product
+        for (std::size_t t = 0; t < T; ++t) {
+          const double s = double(p[t]) * sc[t] - pz[t], za = std::fabs(s * (double(qa[t]) * zc[t] - qza[t]));
+          for (std::size_t k = 16 * t; k < 16 * t + 16; ++k) {
+            mag += std::fabs(s * codes[k] * x[k]);
+            mag8 += std::fabs(s * xs[t] * codes[k] * q[k]);
+          }
+          mag += za, mag8 += za;
+        }
+        test::for_each_isa([&](isa i) {
+          INFO("bits " << bits << " K " << K << " trial " << trial);
+          const auto& kt = detail::kernels_for(i);
+          detail::PreparedActivations a;
+          a.prepare(xe.data(), K, 16, false, kt.f32_lanes);
+          const float y = kt.spqr_row(row.data(), K, bits, a.x.data(), st);
+          const float y8 = kt.spqr_row_q8(row.data(), K, bits, q.data(), st8);
+          if (nan) {
+            REQUIRE(std::isnan(ref));
+            REQUIRE(std::isnan(y));
+          } else {
+            REQUIRE(std::fabs(double(y) - ref) <= 1e-6 * mag);  // float sums in another order
+          }
+          REQUIRE(std::fabs(double(y8) - ref8) <= 1e-6 * mag8);
+        });
+      }
+}
+
+TEST_CASE("spqr: statistic folding and the sparse add equal their references on every ISA", "[spqr]") {
+  std::mt19937 rng(10);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  // Folding: the same products, bit for bit (beta1 = 16 per: per = 1 is the
+  // SIMD path; T not a multiple of any batch leaves a tail).
+  for (const std::size_t per : {1u, 2u, 8u})
+    for (const std::size_t T : {1u, 7u, 8u, 13u, 86u, 256u}) {
+      const std::size_t G = (T + per - 1) / per;
+      std::vector<float> par(4 * G), A(T);
+      for (float& v : par) v = u(rng);
+      for (float& v : A) v = 30.0f * u(rng);
+      std::vector<std::vector<float>> ref(4, std::vector<float>(T)), got(4, std::vector<float>(T + 1, -7.0f));
+      float* const r_out[4] = {ref[0].data(), ref[1].data(), ref[2].data(), ref[3].data()};
+      detail::fold_stats_reference(par.data(), A.data(), T, per, r_out);
+      test::for_each_isa([&](isa i) {
+        INFO("per " << per << " T " << T);
+        float* const out[4] = {got[0].data(), got[1].data(), got[2].data(), got[3].data()};
+        detail::kernels_for(i).fold_stats(par.data(), A.data(), T, per, out);
+        for (int k = 0; k < 4; ++k) {
+          REQUIRE(std::memcmp(got[std::size_t(k)].data(), ref[std::size_t(k)].data(), 4 * T) == 0);
+          REQUIRE(got[std::size_t(k)][T] == -7.0f);  // nothing written past T
+        }
+      });
     }
-    const detail::RowStats r{sc.data(), zc.data(), ps.data(), pz.data(), qs.data(), qz.data(), A.data()};
-    std::vector<float> s_ref(G), s(G);
-    const float z_ref = detail::group_scales_reference(r, G, s_ref.data());
-    double mag = 0;
-    for (std::size_t j = 0; j < G; ++j)
-      mag += std::fabs(double(s_ref[j]) * qs[j] * (double(zc[j]) - qz[j]) * A[j]);
-    // With the int8 path's activation scales: stored s_j xs[j], the same
-    // zero-point term (computed with s_j).
-    std::vector<float> xs(G), sx_ref(G);
-    for (float& v : xs) v = std::ldexp(1.0f + u(rng) * 0.25f, -int(rng() % 12));
-    detail::RowStats rx = r;
-    rx.xs = xs.data();
-    const float zx_ref = detail::group_scales_reference(rx, G, sx_ref.data());
-    REQUIRE(zx_ref == z_ref);
-    for (std::size_t j = 0; j < G; ++j) REQUIRE(sx_ref[j] == s_ref[j] * xs[j]);
-    test::for_each_isa([&](isa i) {
-      INFO("G " << G);
-      const float z = detail::kernels_for(i).group_scales(r, G, s.data());
-      REQUIRE(s == s_ref);                                    // the same two roundings per scale
-      REQUIRE(std::fabs(double(z) - z_ref) <= 1e-5 * mag);  // the sum in another order
-      const float zx = detail::kernels_for(i).group_scales(rx, G, s.data());
-      REQUIRE(s == sx_ref);  // and one more rounding
-      REQUIRE(std::fabs(double(zx) - z_ref) <= 1e-5 * mag);
-    });
-  }
+  // The sparse add: any columns (repeats too), lengths around the batch
+  // sizes; an infinite x at an outlier's column and a NaN elsewhere.
+  const std::size_t K = 1000;
+  for (const std::size_t n : {0u, 1u, 3u, 4u, 8u, 9u, 17u, 41u, 100u})
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<std::uint16_t> col(n), val(n);
+      for (auto& c : col) c = std::uint16_t(rng() % K);
+      for (auto& v : val) v = fp16::from_float(u(rng)).bits;
+      std::vector<float> x = test::llm_activations(K, unsigned(n) + 40);
+      if (trial == 1 && n > 0) x[col[n - 1]] = INFINITY;
+      if (trial == 2) x[(n > 0 ? col[0] + 1 : 0) % K] = std::nanf("");  // at an outlier's column only by chance
+      const float ref = detail::sparse_dot_reference(col.data(), val.data(), n, x.data());
+      double mag = 0;
+      for (std::size_t i = 0; i < n; ++i) mag += std::fabs(double(fp16::from_bits(val[i]).to_float()) * x[col[i]]);
+      test::for_each_isa([&](isa i) {
+        INFO("n " << n << " trial " << trial);
+        const float got = detail::kernels_for(i).sparse_dot(col.data(), val.data(), n, x.data());
+        if (!std::isfinite(ref)) {
+          REQUIRE(std::isinf(ref) == std::isinf(got));
+          REQUIRE(std::isnan(ref) == std::isnan(got));
+        } else {
+          REQUIRE(std::fabs(double(got) - ref) <= 1e-6 * mag);
+        }
+      });
+    }
 }
 
 TEST_CASE("spqr: statistic-code unpack and fp16 widening equal their references on every ISA", "[spqr]") {

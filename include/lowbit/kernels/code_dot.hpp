@@ -1,16 +1,24 @@
-// Group-scaled dot product of one packed row of codes (core/bitpack.hpp)
-// with fp32 or int8 activations, for groups of 16 codes:
-//   sum_j s[j] * sum_{p in group j} c[p] x[p],   group j = [16 j, 16 j + 16)
-// the dense inner loop of SpQR (beta1 = 16). Groups this small make a
-// horizontal sum per group too costly; instead a 32-code block's products
-// land in lanes that belong to one group each, and the scales multiply
-// whole vectors: one extra FMA per 32 codes. fp32: the codes are widened in
-// the group kernels' lane order (group_gemv.hpp, float_block), x stored in
-// that order. int8: x in natural order, an integer dot product per byte
-// batch (vpdpbusd / maddubs / sdot: lane m sums codes 4m .. 4m + 3), one
-// conversion per 32 codes; the caller folds the activations' scales into s.
+// One row of SpQR's dense part (format/spqr.hpp, beta1 a multiple of 16):
+//   sum_t s_t (sum_{p in t} c_p x_p) - sum_t s_t z_t A_t
+// over the 16-code subgroups t of a packed row of codes (core/bitpack.hpp),
+// with fp32 or int8 activations. The statistics are computed inside the
+// loop from the row's statistic codes and the row block's second-level
+// parameters, folded once per block with the activations (SubgroupStats):
+// a scale costs one FMA from its code, the zero-point term another two,
+// and the scales never leave registers. Groups this small make a horizontal
+// sum per group too costly; instead a 32-code block's products land in
+// lanes that belong to one subgroup each, and the scales multiply whole
+// vectors, spread over those lanes by one permute per block. fp32: the
+// codes are widened in the group kernels' lane order (group_gemv.hpp,
+// float_block), x stored in that order. int8: x in natural order, an
+// integer dot product per byte batch (vpdpbusd / maddubs / sdot: lane m sums
+// codes 4m .. 4m + 3), one conversion per 32 codes; the activation scale of
+// each subgroup multiplies its weight scale.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -22,8 +30,8 @@ namespace lowbit::detail {
 
 inline constexpr std::size_t code_dot_group = 16;
 
-// Any group size g and K, x in natural order: the reference, and the path
-// for formats the fast kernel does not cover.
+// Any group size g and K, x in natural order: the path for formats the row
+// kernel does not cover.
 template <class X>  // float or std::int8_t
 float group_scaled_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const float* s,
                                  std::size_t g) {
@@ -38,47 +46,207 @@ float group_scaled_dot_reference(const std::uint8_t* row, std::size_t K, int bit
   return acc;
 }
 
+// A row's statistics per 16-code subgroup t < K / 16 (SpQR's second level,
+// spqr_gemv.hpp builds the arrays once per row block): with j = t's group,
+//   s_t = p[t] sc[t] - pz[t]           = ps_j (sc_j - pz_j)
+//   z_t A_t = qa[t] zc[t] - qza[t]     = qs_j (zc_j - qz_j) A_t
+// (A_t: the subgroup's activation sum). The arrays are padded with zeros,
+// and the codes readable, to a whole number of spqr_span subgroups: the
+// kernel computes statistics a span at a time.
+struct SubgroupStats {
+  const std::uint8_t *sc, *zc;     // the row's statistic codes, one byte per subgroup
+  const float *p, *pz, *qa, *qza;  // the row block's folded parameters
+  const float* a = nullptr;        // fp32: the subgroups' activation sums A_t
+  const float* xs = nullptr;       // int8: each subgroup's activation scale, or none
+  int x_exp = 0;                   // fp32: x comes scaled by 2^x_exp (spqr_x_exp)
+};
+
+inline constexpr std::size_t spqr_span = 16;
+
 template <class X>
-float group16_dot_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const float* s) {
-  return group_scaled_dot_reference(row, K, bits, x, s, code_dot_group);
+float spqr_row_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const SubgroupStats& st) {
+  std::vector<std::uint8_t> c(K);
+  bitpack::unpack(row, K, bits, c.data());
+  float acc = 0, zero = 0;
+  for (std::size_t t = 0; t < K / code_dot_group; ++t) {
+    float dot = 0;
+    for (std::size_t p = t * code_dot_group; p < (t + 1) * code_dot_group; ++p)
+      dot += float(c[p]) * std::ldexp(float(x[p]), -st.x_exp);
+    const float s = st.p[t] * float(st.sc[t]) - st.pz[t];
+    acc += (st.xs ? s * st.xs[t] : s) * dot;
+    zero += s * (st.qa[t] * float(st.zc[t]) - st.qza[t]);
+  }
+  return acc - zero;
+}
+
+// SubgroupStats' arrays p, pz, qa, qza (out[0..3]) for subgroups t < T of a
+// row block, beta1 = 16 per: from the block's widened second-level
+// parameters par (4 per group: the scale's s and z, the zero's s and z;
+// format/spqr.hpp) and the subgroups' activation sums A.
+inline void fold_stats_reference(const float* par, const float* A, std::size_t T, std::size_t per,
+                                 float* const* out) {
+  for (std::size_t t = 0; t < T; ++t) {
+    const float* q = par + 4 * (t / per);
+    out[0][t] = q[0];
+    out[1][t] = q[0] * q[1];
+    out[2][t] = q[2] * A[t];
+    out[3][t] = q[2] * q[3] * A[t];
+  }
+}
+
+// The same products; beta1 = 16 (per = 1) in SIMD, the groups' records
+// split by simd::deinterleave4 (per row block this is 1/8 of the row
+// kernel's element count: in scalar code it cost 8% of the gemv).
+template <class Tag>
+void fold_stats(const float* par, const float* A, std::size_t T, std::size_t per, float* const* out) noexcept {
+  using F = simd::f32<Tag>;
+  constexpr std::size_t L = F::size;
+  std::size_t t = 0;
+  if (per == 1)
+    for (; t + L <= T; t += L) {
+      const std::array<F, 4> q = simd::deinterleave4<Tag>(par + 4 * t);
+      const F a = F::load_unaligned(A + t);
+      q[0].store_unaligned(out[0] + t);
+      (q[0] * q[1]).store_unaligned(out[1] + t);
+      (q[2] * a).store_unaligned(out[2] + t);
+      (q[2] * q[3] * a).store_unaligned(out[3] + t);
+    }
+  if (t == T) return;
+  float* const rest[4] = {out[0] + t, out[1] + t, out[2] + t, out[3] + t};
+  // per == 1 here if t > 0: the tail's groups start at t.
+  fold_stats_reference(par + 4 * t, A + t, T - t, per, rest);
+}
+
+// The swizzle that spreads a vector of L subgroup scales over half Hh of
+// its block I (of the L / 2 blocks it covers): lane m holds codes
+// 4L Hh + 4m .. + 3 of the block (both activation layouts), which lie in
+// subgroup 2I + (4L Hh + 4m) / 16.
+template <class Tag, int I, int Hh, std::uint32_t... M>
+constexpr auto subgroup_lanes(std::integer_sequence<std::uint32_t, M...>) noexcept {
+  constexpr std::uint32_t L = sizeof...(M);
+  return xsimd::batch_constant<xsimd::batch<std::uint32_t, typename Tag::arch>,
+                               std::uint32_t(2 * I + (4 * L * Hh + 4 * M) / 16)...>{};
+}
+
+// fp32 activations, Bits <= 4: a block's codes as the floats
+//   2^-126 (1 + c / 2^Bits)
+// made by byte shuffles alone. The decoder puts each code at the top of
+// its byte's low 7 bits, bit 7 is set (the float's lowest exponent bit),
+// and a shuffle moves byte p of each 32-bit lane to byte 2, zeros around
+// it: one OR and four shuffles per block, where float_block takes a mask,
+// two shuffles, a shift and four int-to-float conversions, which share
+// their ports with the FMAs. The row kernel undoes the offset 1 (with the
+// zero-point term) and the factors 2^-126 and 2^Bits (once per row); x is
+// scaled so that the products stay normal numbers (SubgroupStats::x_exp).
+template <class Tag, int Bits>
+struct mantissa_block {
+  static_assert(Bits <= 4, "codes and the exponent bit within a byte, with 3 mantissa bits of headroom");
+  static constexpr int Pos = 7 - Bits;
+  using F = simd::f32<Tag>;
+  using CB = code_block<Tag, Bits, Pos>;
+  static constexpr int H = CB::D::H;
+  F f[H][4];
+
+  // f[h][p] lane m = code 4m + p of half h, float_block's order.
+  explicit mantissa_block(const CB& cb) noexcept {
+    using U8 = simd::u8<Tag>;
+    // Shuffle controls: byte p of each 32-bit lane to byte 2, zeros elsewhere.
+    alignas(64) static constexpr std::uint8_t pick[4][32] = {
+        {128, 128, 0, 128, 128, 128, 4, 128, 128, 128, 8, 128, 128, 128, 12, 128,
+         128, 128, 0, 128, 128, 128, 4, 128, 128, 128, 8, 128, 128, 128, 12, 128},
+        {128, 128, 1, 128, 128, 128, 5, 128, 128, 128, 9, 128, 128, 128, 13, 128,
+         128, 128, 1, 128, 128, 128, 5, 128, 128, 128, 9, 128, 128, 128, 13, 128},
+        {128, 128, 2, 128, 128, 128, 6, 128, 128, 128, 10, 128, 128, 128, 14, 128,
+         128, 128, 2, 128, 128, 128, 6, 128, 128, 128, 10, 128, 128, 128, 14, 128},
+        {128, 128, 3, 128, 128, 128, 7, 128, 128, 128, 11, 128, 128, 128, 15, 128,
+         128, 128, 3, 128, 128, 128, 7, 128, 128, 128, 11, 128, 128, 128, 15, 128}};
+    for (int h = 0; h < H; ++h) {
+      const simd::i8<Tag> t = simd::bitcast<std::int8_t>(cb.c[h] | U8(std::uint8_t(0x80)));
+      for (int p = 0; p < 4; ++p)
+        f[h][p] = simd::bitcast<float>(simd::lookup16<Tag>(t, U8::load_aligned(pick[p])));
+    }
+  }
+};
+
+// The decoded block of the row kernel: mantissa_block's byte layout, or
+// codes at bit 0.
+template <class Tag, int Bits, bool Mantissa>
+struct row_codes {
+  using type = code_block<Tag, Bits>;
+};
+template <class Tag, int Bits>
+struct row_codes<Tag, Bits, true> {
+  using type = typename mantissa_block<Tag, Bits>::CB;
+};
+
+// The x_exp for fp32 activations of largest magnitude m: with Bits <= 4
+// (mantissa_block), the power of two that brings m just below 2^126, so that
+// the products 2^-126 (1 + c / 2^Bits) x stay normal; 0 otherwise (8-bit
+// codes are converted to floats, x as it is), and for m zero or not finite.
+inline int spqr_x_exp(int bits, float m) noexcept {
+  if (bits > 4 || !(m > 0) || !std::isfinite(m)) return 0;
+  int e;
+  std::frexp(m, &e);  // m < 2^e
+  return std::clamp(126 - e, 0, 127);
 }
 
 // K a multiple of 32; X = float: x in the kernel's lane order
 // (PreparedActivations with lanes = f32 size); X = std::int8_t: natural order.
 template <class Tag, int Bits, class X>
-float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const float* s) noexcept {
+float spqr_row(const std::uint8_t* row, std::size_t K, const X* x, const SubgroupStats& st) noexcept {
   using F = simd::f32<Tag>;
-  constexpr std::size_t L = F::size;
-  constexpr int H = block_decoder<Tag, Bits>::H;
+  constexpr int L = int(F::size);
+  constexpr bool fp32 = std::is_same_v<X, float>, mantissa = fp32 && Bits <= 4;
+  using CB = typename row_codes<Tag, Bits, mantissa>::type;
+  using D = typename CB::D;
+  constexpr int H = D::H, U = D::unit;
   static_assert(H * 4 * L == 32 && (H == 1 || H == 2), "32-code blocks of one or two byte batches");
-  using D = block_decoder<Tag, Bits>;
-  constexpr int U = D::unit;
+  // mantissa: the products carry 2^-126 (1 + c / 2^Bits) x 2^x_exp; the
+  // offset's sum 2^Bits A_t goes in with the zero-point term.
+  // The power of two in two factors: either alone may leave the float range.
+  const int k = mantissa ? Bits + 126 - st.x_exp : -st.x_exp;
+  const float unscale[2] = {std::ldexp(1.0f, k / 2), std::ldexp(1.0f, k - k / 2)};
+  const F offset(mantissa ? float(1 << Bits) : 0.0f);
+  // A span: whole decoder units (compile-time bit-fields, group_gemv.hpp)
+  // and whole vectors of statistics (L subgroups, L / 2 blocks).
+  constexpr int V = std::max(U, L / 2), NS = 2 * V / L;  // blocks, statistic vectors
+  static_assert(std::size_t(2 * V) <= spqr_span && spqr_span % std::size_t(2 * V) == 0, "spans tile the padding");
   const D dec(row, K);
-  // 256-bit: lanes 0..3 hold codes 0..15 of a block (group 2b), lanes 4..7
-  // codes 16..31 (group 2b + 1). 128-bit: half h is group 2b + h.
-  alignas(64) static constexpr float lane_index[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-  const auto upper = F::load_aligned(lane_index) >= F(float(L / 2));
-  F acc0(0.0f), acc1(0.0f);
+  // The pointers in locals: through st, every store would reload them.
+  const std::uint8_t *sc = st.sc, *zc = st.zc;
+  const float *p = st.p, *pz = st.pz, *qa = st.qa, *qza = st.qza, *A = st.a, *xs = st.xs;
+  F acc0(0.0f), acc1(0.0f), zacc(0.0f);
   const std::size_t nb = K / 32;
-  // Blocks in decoder units (compile-time bit-fields, group_gemv.hpp), odd
-  // and even blocks on separate accumulators; whole units without a bounds
-  // check per block, then the partial one.
-  constexpr std::size_t unit_bytes = std::size_t(U) * Bits * 4;  // a unit of U 32-code blocks
-  const auto run_unit = [&](std::size_t u, auto partial) {
-    simd::prefetch_ahead(row + u * unit_bytes, unit_bytes);
-    unroll(std::make_integer_sequence<int, U>{}, [&](auto J) {
-      const std::size_t b = u * U + std::size_t(J());
+  constexpr std::size_t span_bytes = std::size_t(V) * Bits * 4;
+  // Odd and even blocks on separate accumulators; whole spans without a
+  // bounds check per block, then the partial one (its padded statistics
+  // are zero).
+  const auto run_span = [&](std::size_t q, auto partial) {
+    simd::prefetch_ahead(row + q * span_bytes, span_bytes);
+    F s[NS];
+    for (int v = 0; v < NS; ++v) {
+      const std::size_t t = (q * std::size_t(V) * 2) + std::size_t(v * L);
+      const F code_s = xsimd::to_float(simd::widen_u8<Tag>(sc + t)), code_z = xsimd::to_float(simd::widen_u8<Tag>(zc + t));
+      s[v] = xsimd::fms(F::load_unaligned(p + t), code_s, F::load_unaligned(pz + t));
+      F za = xsimd::fms(F::load_unaligned(qa + t), code_z, F::load_unaligned(qza + t));
+      if constexpr (mantissa) za = xsimd::fma(offset, F::load_unaligned(A + t), za);
+      zacc = xsimd::fma(s[v], za, zacc);
+      if constexpr (!fp32) s[v] = s[v] * F::load_unaligned(xs + t);
+    }
+    unroll(std::make_integer_sequence<int, V>{}, [&](auto J) {
+      const std::size_t b = q * std::size_t(V) + std::size_t(J());
       if constexpr (decltype(partial)::value)
         if (b >= nb) return;
-      constexpr bool fp32 = std::is_same_v<X, float>;
-      const code_block<Tag, Bits> cb(dec, u, J);
+      const CB cb(dec, q * std::size_t(V / U) + std::size_t(J() / U), std::integral_constant<int, J() % U>{});
       // fp32: the block widened once for both halves.
-      const std::conditional_t<fp32, float_block<Tag, Bits>, const code_block<Tag, Bits>&> fb(cb);
+      using Widened = std::conditional_t<mantissa, mantissa_block<Tag, Bits>, float_block<Tag, Bits>>;
+      const std::conditional_t<fp32, Widened, const CB&> fb(cb);
       F& acc = J() % 2 ? acc1 : acc0;
-      for (int h = 0; h < H; ++h) {
+      unroll(std::make_integer_sequence<int, H>{}, [&](auto Hh) {
+        constexpr int h = Hh();
         F d;
         if constexpr (fp32) {
-          const float* xp = x + b * 32 + std::size_t(h) * 4 * L;
+          const float* xp = x + b * 32 + std::size_t(h * 4 * L);
           d = fb.f[h][0] * F::load_unaligned(xp);
           d = xsimd::fma(fb.f[h][1], F::load_unaligned(xp + L), d);
           d = xsimd::fma(fb.f[h][2], F::load_unaligned(xp + 2 * L), d);
@@ -86,22 +254,25 @@ float group16_dot(const std::uint8_t* row, std::size_t K, const X* x, const floa
         } else {
           d = xsimd::to_float(fb.dot_q8_half(simd::i32<Tag>(0), x + b * 32, h));
         }
-        const F sv = H == 1 ? xsimd::select(upper, F(s[2 * b + 1]), F(s[2 * b])) : F(s[2 * b + std::size_t(h)]);
-        acc = xsimd::fma(d, sv, acc);
-      }
+        constexpr int I = J() % (L / 2);
+        const auto lanes = subgroup_lanes<Tag, I, h>(std::make_integer_sequence<std::uint32_t, std::uint32_t(L)>{});
+        acc = xsimd::fma(d, xsimd::swizzle(s[J() / (L / 2)], lanes), acc);
+      });
     });
   };
-  const std::size_t full = nb / U;
-  for (std::size_t u = 0; u < full; ++u) run_unit(u, std::false_type{});
-  if (full * U < nb) run_unit(full, std::true_type{});
-  return xsimd::hadd(acc0 + acc1);
+  const std::size_t full = nb / std::size_t(V);
+  for (std::size_t q = 0; q < full; ++q) run_span(q, std::false_type{});
+  if (full * std::size_t(V) < nb) run_span(full, std::true_type{});
+  const float dense = xsimd::hadd(acc0 + acc1);
+  return (fp32 ? dense * unscale[0] * unscale[1] : dense) - xsimd::hadd(zacc);
 }
 
 // Codes [first, first + count) of a packed row of n codes of any width
-// (bitpack::unpack_range), a whole 32-code run per plane and batch: SpQR's
-// statistic codes are unpacked this way for every row on every call.
-// Partial runs (first or first + count not a multiple of 32) go through
-// the scalar unpack.
+// (bitpack::unpack_range): SpQR's statistic codes are unpacked this way for
+// every row on every call. Widths 2, 3, 4 and 8 through the kernels' block
+// decoder, others a whole 32-code run per plane and batch. Partial runs
+// (first or first + count not a multiple of 32) go through the scalar
+// unpack.
 template <class Tag>
 void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
                   std::uint8_t* out) {
@@ -112,6 +283,30 @@ void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t 
                ") lie outside a row of ", n);
   const std::size_t lo = first / run, hi = (first + count) / run;  // whole runs [lo, hi)
   bitpack::check_bits(bits, "unpack_codes");
+  // The widths of the weight codes: run b is the kernels' block b, decoded
+  // with compile-time bit-fields within whole decoder units.
+  const auto blocks = [&](auto B) {
+    using D = block_decoder<Tag, decltype(B)::value>;
+    constexpr std::size_t U = D::unit;
+    const D dec(row, n);
+    const auto put = [&](std::size_t b, const code_block<Tag, decltype(B)::value>& cb) {
+      for (int h = 0; h < D::H; ++h) cb.c[h].store_unaligned(out + (b - lo) * run + std::size_t(h) * D::S);
+    };
+    std::size_t b = lo;
+    for (; b < hi && b % U != 0; ++b) put(b, code_block<Tag, decltype(B)::value>(dec, b));
+    for (; b + U <= hi; b += U)
+      unroll(std::make_integer_sequence<int, int(U)>{}, [&](auto J) {
+        put(b + std::size_t(J()), code_block<Tag, decltype(B)::value>(dec, b / U, J));
+      });
+    for (; b < hi; ++b) put(b, code_block<Tag, decltype(B)::value>(dec, b));
+  };
+  switch (bits) {
+    case 2: return blocks(std::integral_constant<int, 2>{});
+    case 3: return blocks(std::integral_constant<int, 3>{});
+    case 4: return blocks(std::integral_constant<int, 4>{});
+    case 8: return blocks(std::integral_constant<int, 8>{});
+    default: break;
+  }
   int low = 0;
   for (int p = 0; p < bitpack::plane_count(bits); ++p) {
     const int w = bitpack::plane_width(bits, p);
@@ -130,54 +325,6 @@ void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t 
     }
     low += w;
   }
-}
-
-// A row's group scales and zero-point term from its 3-bit-style statistic
-// codes (SpQR's second level, format/spqr.hpp): for groups j < G,
-//   s_j = ps[j] (sc[j] - pz[j]),  z_j = qs[j] (zc[j] - qz[j]),
-// returns sum_j s_j z_j A[j] (A: the groups' activation sums) and stores
-// s[j] = s_j, or s_j xs[j] with the int8 path's activation scales xs.
-struct RowStats {
-  const std::uint8_t *sc, *zc;         // codes, one byte each
-  const float *ps, *pz, *qs, *qz, *A;  // second-level parameters of the row's block, group sums
-  const float* xs = nullptr;           // per-group factor of the stored scales, or none
-};
-
-inline float group_scales_reference(const RowStats& r, std::size_t G, float* s) {
-  float zero_term = 0;
-  for (std::size_t j = 0; j < G; ++j) {
-    const float sj = r.ps[j] * (float(r.sc[j]) - r.pz[j]);
-    s[j] = r.xs ? sj * r.xs[j] : sj;
-    zero_term += sj * (r.qs[j] * (float(r.zc[j]) - r.qz[j])) * r.A[j];
-  }
-  return zero_term;
-}
-
-template <class Tag>
-float group_scales(const RowStats& r, std::size_t G, float* s) noexcept {
-  using F = simd::f32<Tag>;
-  constexpr std::size_t L = F::size;
-  F acc[2] = {F(0.0f), F(0.0f)};  // two chains: with one, perf saw the loop wait on its FMA
-  std::size_t j = 0;
-  // The pointers in locals: through r, every store to s would reload them.
-  const std::uint8_t *sc = r.sc, *zc = r.zc;
-  const float *ps = r.ps, *pz = r.pz, *qs = r.qs, *qz = r.qz, *A = r.A, *xs = r.xs;
-  const auto step = [&](std::size_t i, F& a) {
-    const F sj = F::load_unaligned(ps + i) * (xsimd::to_float(simd::widen_u8<Tag>(sc + i)) - F::load_unaligned(pz + i));
-    const F zj = F::load_unaligned(qs + i) * (xsimd::to_float(simd::widen_u8<Tag>(zc + i)) - F::load_unaligned(qz + i));
-    (xs ? sj * F::load_unaligned(xs + i) : sj).store_unaligned(s + i);
-    a = xsimd::fma(sj * zj, F::load_unaligned(A + i), a);
-  };
-  for (; j + 2 * L <= G; j += 2 * L) {
-    step(j, acc[0]);
-    step(j + L, acc[1]);
-  }
-  if (j + L <= G) {  // one vector left before the scalar tail
-    step(j, acc[0]);
-    j += L;
-  }
-  const RowStats tail{r.sc + j, r.zc + j, r.ps + j, r.pz + j, r.qs + j, r.qz + j, r.A + j, r.xs ? r.xs + j : nullptr};
-  return xsimd::hadd(acc[0] + acc[1]) + group_scales_reference(tail, G - j, s + j);
 }
 
 }  // namespace lowbit::detail

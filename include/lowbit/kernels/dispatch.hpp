@@ -14,6 +14,7 @@
 #include "code_dot.hpp"
 #include "group_gemm.hpp"
 #include "lut_gemv.hpp"
+#include "sparse.hpp"
 #include "vq_kernel.hpp"
 
 namespace lowbit::detail {
@@ -31,13 +32,16 @@ struct kernel_table {
                           std::size_t n) = nullptr;
   void (*join_bf16_words)(const std::uint8_t* exponent, const std::uint8_t* sign_mantissa, std::size_t n,
                     std::uint16_t* out, bool stream) = nullptr;  // DFloat11's output stage (bf16_dot.hpp)
-  // Group-16 scaled row dot (code_dot.hpp): x in this table's lane order
-  // (f32_lanes; natural order for scalar), K a multiple of 32 unless scalar.
-  float (*group16_dot)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const float* s) = nullptr;
-  // The same with int8 activations in natural order, their scales folded into s.
-  float (*group16_dot_q8)(const std::uint8_t* row, std::size_t K, int bits, const std::int8_t* x,
-                          const float* s) = nullptr;
-  float (*group_scales)(const RowStats&, std::size_t G, float* s) = nullptr;  // SpQR's row statistics (code_dot.hpp)
+  // One row of SpQR's dense part (code_dot.hpp): x in this table's lane
+  // order (f32_lanes; natural order for scalar), K a multiple of 32.
+  float (*spqr_row)(const std::uint8_t* row, std::size_t K, int bits, const float* x, const SubgroupStats&) = nullptr;
+  // The same with int8 activations in natural order.
+  float (*spqr_row_q8)(const std::uint8_t* row, std::size_t K, int bits, const std::int8_t* x,
+                       const SubgroupStats&) = nullptr;
+  // One CSR row of fp16 outliers against x (sparse.hpp).
+  float (*sparse_dot)(const std::uint16_t* col, const std::uint16_t* val, std::size_t n, const float* x) = nullptr;
+  // SpQR's per-block statistic arrays (code_dot.hpp).
+  void (*fold_stats)(const float* par, const float* A, std::size_t T, std::size_t per, float* const* out) = nullptr;
   void (*halves_to_float)(const std::uint16_t* h, std::size_t n, float* out) = nullptr;  // fp16 arrays (simd/ops.hpp)
   // bitpack::unpack_range, whole runs in SIMD (code_dot.hpp).
   void (*unpack_codes)(const std::uint8_t* row, std::size_t n, int bits, std::size_t first, std::size_t count,
@@ -73,9 +77,10 @@ kernel_table make_kernel_table() {
     t.split_bf16_dot = split_bf16_dot_reference;
     t.join_bf16_words = join_bf16_words_reference;
     t.quantize_i8 = quantize_bytes<std::int8_t>;
-    t.group16_dot = group16_dot_reference<float>;
-    t.group16_dot_q8 = group16_dot_reference<std::int8_t>;
-    t.group_scales = group_scales_reference;
+    t.spqr_row = spqr_row_reference<float>;
+    t.spqr_row_q8 = spqr_row_reference<std::int8_t>;
+    t.fold_stats = fold_stats_reference;
+    t.sparse_dot = sparse_dot_reference;
     t.unpack_codes = bitpack::unpack_range;
     t.halves_to_float = [](const std::uint16_t* h, std::size_t n, float* out) {
       for (std::size_t i = 0; i < n; ++i) out[i] = fp16::from_bits(h[i]).to_float();
@@ -112,9 +117,10 @@ kernel_table make_kernel_table() {
     t.vq_axpy = vq_level<Tag, true>;
     t.vq_dot = vq_level<Tag, false>;
     t.lut_build = lut_build<Tag>;
-    t.group_scales = group_scales<Tag>;
     t.quantize_i8 = quantize_i8<Tag>;
     t.halves_to_float = simd::halves_to_float<Tag>;
+    t.fold_stats = fold_stats<Tag>;
+    t.sparse_dot = sparse_dot<Tag>;
     t.unpack_codes = unpack_codes<Tag>;
     t.bit_plane_gemv = [](const BitPlaneMatrix& w, const BitPlaneTables& tb, float* y, std::size_t t0,
                           std::size_t t1) {
@@ -125,11 +131,12 @@ kernel_table make_kernel_table() {
       }
     };
     // One body for both activation types (x: const float* or const int8_t*).
-    constexpr auto dot16 = [](const std::uint8_t* row, std::size_t K, int bits, const auto* x, const float* s) {
-      return with_bits(bits, [&](auto B) { return group16_dot<Tag, B()>(row, K, x, s); });
+    constexpr auto row16 = [](const std::uint8_t* row, std::size_t K, int bits, const auto* x,
+                              const SubgroupStats& st) {
+      return with_bits(bits, [&](auto B) { return spqr_row<Tag, B()>(row, K, x, st); });
     };
-    t.group16_dot = dot16;
-    t.group16_dot_q8 = dot16;
+    t.spqr_row = row16;
+    t.spqr_row_q8 = row16;
     t.group_gemv = [](const GroupQuantMatrix& w, const PreparedActivations& a, float* y, std::size_t r0,
                       std::size_t r1) {
       if (w.group % act_block != 0) return group_gemv_reference(w, a.x.data(), &a, y, r0, r1);

@@ -160,14 +160,17 @@ inline void group_gemv_reference(const GroupQuantMatrix& w, const float* x, cons
 // of two neighbouring chunks: block F m + f holds the codes of natural blocks
 // 2F m + f and 2F m + F + f (the int8 activations are put in that order, see
 // group_rows_wide). Only one-plane widths (2, 4, 8 bits) decode this way: the
-// planes of 3 bits would pair different blocks.
-template <class Tag, int Bits>
+// planes of 3 bits would pair different blocks. Each code lands at bits
+// Pos .. Pos + Bits - 1 of its byte (Pos > 0: SpQR's row kernel builds
+// floats from the bytes, code_dot.hpp).
+template <class Tag, int Bits, int Pos = 0>
 struct block_decoder {
   using u8 = simd::u8<Tag>;
   static constexpr int S = int(u8::size), H = S >= 32 ? 1 : 32 / S;
   static constexpr std::size_t block = std::size_t(S * H);  // codes per block, bytes per chunk of a plane
   static constexpr int planes = bitpack::plane_count(Bits);
   static_assert(block == act_block || planes == 1, "512-bit blocks: one-plane widths only");
+  static_assert(Pos >= 0 && Pos + Bits <= 8, "codes within their byte");
   // Blocks per unit: one chunk of the narrowest plane (at least 2, so that
   // two accumulators alternate). Within a unit every plane's bit-field is a
   // compile-time constant.
@@ -199,7 +202,7 @@ struct block_decoder {
   u8 plane_codes(std::size_t b, JT j, int h) const noexcept {
     constexpr int w = bitpack::plane_width(Bits, P), F = 8 / w;
     constexpr int low = [] {
-      int l = 0;
+      int l = Pos;
       for (int q = 0; q < P; ++q) l += bitpack::plane_width(Bits, q);
       return l;
     }();
@@ -233,10 +236,10 @@ struct block_decoder {
   }
 };
 
-// One decoded 32-code block and its two products.
-template <class Tag, int Bits>
+// One decoded 32-code block and its two products (codes at bit 0: Pos = 0).
+template <class Tag, int Bits, int Pos = 0>
 struct code_block {
-  using D = block_decoder<Tag, Bits>;
+  using D = block_decoder<Tag, Bits, Pos>;
   using F = simd::f32<Tag>;
   simd::u8<Tag> c[D::H];
 

@@ -1,25 +1,38 @@
-// Sparse outlier add: y[r] += sum_i val[i] x[col[i]] over a CSR row (the
-// outlier part of SpQR), the values already widened from fp16 (one SIMD
-// conversion per 256 rows, kernels/spqr_gemv.hpp). A gather per nonzero:
-// at ~1% density its cost is small beside the dense part, so one loop
-// serves every ISA (and is its own scalar reference).
+// Sparse outlier add: sum_i val[i] x[col[i]] over one CSR row (the outlier
+// part of SpQR), the values in fp16 as stored. The SIMD kernel gathers a
+// batch of x per batch of outliers, widening indices and values on the way
+// (F16C / NEON); at ~40 outliers per row, one scalar load of x, of the
+// value and of the index per outlier made the add about a tenth of SpQR's
+// gemv (perf, stop 32).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "../core/types.hpp"
+#include "../simd/ops.hpp"
+
 namespace lowbit::detail {
 
-// sum_i val[i] x[col[i]] over one row's n outliers (~40 at 1% of K = 4096).
-// Four sums break the add chain: with two, perf put most of the loop's
-// samples on its two dependent FMAs.
-inline float sparse_dot(const std::uint16_t* col, const float* val, std::size_t n, const float* x) noexcept {
+// The reference, in order. Four sums break the add chain.
+inline float sparse_dot_reference(const std::uint16_t* col, const std::uint16_t* val, std::size_t n,
+                                  const float* x) noexcept {
   float a[4] = {0, 0, 0, 0};
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) a[k] += val[i + k] * x[col[i + k]];
-  for (int k = 0; i < n; ++i, ++k) a[k] += val[i] * x[col[i]];
+  for (std::size_t i = 0; i < n; ++i) a[i % 4] += fp16::from_bits(val[i]).to_float() * x[col[i]];
   return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+template <class Tag>
+float sparse_dot(const std::uint16_t* col, const std::uint16_t* val, std::size_t n, const float* x) noexcept {
+  using F = simd::f32<Tag>;
+  constexpr std::size_t L = F::size;
+  F acc(0.0f);
+  std::size_t i = 0;
+  for (; i + L <= n; i += L)
+    acc = xsimd::fma(simd::load_halves<Tag>(val + i), simd::gather<Tag>(x, simd::widen_u16<Tag>(col + i)), acc);
+  float tail = 0;
+  for (; i < n; ++i) tail += simd::half_to_float<Tag>(val[i]) * x[col[i]];
+  return xsimd::hadd(acc) + tail;
 }
 
 }  // namespace lowbit::detail

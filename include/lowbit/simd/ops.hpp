@@ -4,6 +4,7 @@
 // scalar reference kernels compute.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -115,6 +116,31 @@ inline f32<Tag> haddp(const f32<Tag>* r) noexcept {
   }
 #endif
   return xsimd::haddp(r);
+}
+
+// The 4 L floats at p split by position mod 4: out[k] lane l = p[4 l + k]
+// (arrays of 4-float records, e.g. SpQR's second-level parameters). A 4 x 4
+// transpose in each 128-bit lane (xsimd's zip_lo / zip_hi stay in lanes);
+// on 256-bit batches, whose lanes then hold records 0, 2, 4, 6 and 1, 3,
+// 5, 7, a permute puts them in order.
+template <class Tag>
+inline std::array<f32<Tag>, 4> deinterleave4(const float* p) noexcept {
+  using F = f32<Tag>;
+  using D = xsimd::batch<double, typename Tag::arch>;
+  constexpr std::size_t L = F::size;
+  static_assert(L == 4 || L == 8, "deinterleave4: 128- or 256-bit batches");
+  const F a = F::load_unaligned(p), b = F::load_unaligned(p + L), c = F::load_unaligned(p + 2 * L),
+          d = F::load_unaligned(p + 3 * L);
+  const F t[4] = {xsimd::zip_lo(a, b), xsimd::zip_hi(a, b), xsimd::zip_lo(c, d), xsimd::zip_hi(c, d)};
+  std::array<F, 4> r;
+  for (int k = 0; k < 4; ++k) {  // pairs of 64-bit halves: records' field k from a, b and from c, d
+    const D lo = bitcast<double>(t[k / 2]), hi = bitcast<double>(t[2 + k / 2]);
+    r[std::size_t(k)] = bitcast<float>(k % 2 ? xsimd::zip_hi(lo, hi) : xsimd::zip_lo(lo, hi));
+    if constexpr (L == 8)
+      r[std::size_t(k)] = xsimd::swizzle(
+          r[std::size_t(k)], xsimd::batch_constant<xsimd::batch<std::uint32_t, typename Tag::arch>, 0, 4, 1, 5, 2, 6, 3, 7>{});
+  }
+  return r;
 }
 
 // 512-bit batches: the 32 bytes at p in both halves, the low half shifted
@@ -487,6 +513,25 @@ inline i32<Tag> widen_u16([[maybe_unused]] const std::uint16_t* p) noexcept {
 #endif
   static_assert(is_256<Tag> || is_512<Tag> || is_sse41<Tag> || is_neon64<Tag>, "widen_u16: no implementation for this ISA");
   return {};
+}
+
+// x[idx[l]] in lane l: vgatherdps on AVX2 and AVX-512. xsimd 8.1's
+// batch::gather passes its AVX2 overload template arguments it cannot take,
+// and falls back to one extract and insert per lane.
+template <class Tag>
+inline f32<Tag> gather(const float* x, i32<Tag> idx) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_512<Tag>) return _mm512_i32gather_ps(idx, x, 4);
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_256<Tag>) return _mm256_i32gather_ps(x, idx, 4);
+#endif
+  constexpr std::size_t L = f32<Tag>::size;
+  alignas(64) std::int32_t i[L];
+  alignas(64) float f[L];
+  idx.store_aligned(i);
+  for (std::size_t l = 0; l < L; ++l) f[l] = x[i[l]];
+  return f32<Tag>::load_aligned(f);
 }
 
 // Scalar fp16 -> float with the F16C instruction where the ISA has it;
