@@ -14,7 +14,7 @@ HOT = {  # what each kernel is: the name pattern of its function
     "int4 GEMV, int8 activations": r"group_rows_for<lowbit::simd::neon64_tag, 4, 1, true>\(",
     "int2 GEMV, fp32 activations": r"group_rows_for<lowbit::simd::neon64_tag, 2, 1, false>\(",
     "int3 GEMM, 4 columns": r"group_rows_for<lowbit::simd::neon64_tag, 3, 4, false>\(",
-    "SpQR 3-bit group-16 dot": r"group16_dot<lowbit::simd::neon64_tag, 3>\(",
+    "SpQR 3-bit row, fp32 activations": r"spqr_row<lowbit::simd::neon64_tag, 3, float>\(",
     # tile decode, scores and value sums, all inlined into heads<4> (x86 too)
     "KIVI attention, 4 heads": r"Attend<lowbit::simd::neon64_tag>::heads<4>\(",
     "VQ gather-FMA (v8)": r"vq_simd<lowbit::simd::neon64_tag, 8, 1ul, true>\(",
