@@ -67,11 +67,13 @@ template <class X>
 float spqr_row_reference(const std::uint8_t* row, std::size_t K, int bits, const X* x, const SubgroupStats& st) {
   std::vector<std::uint8_t> c(K);
   bitpack::unpack(row, K, bits, c.data());
+  // x unscaled exactly, by two normal powers of two (either alone may be subnormal).
+  const float u0 = std::ldexp(1.0f, -st.x_exp / 2), u1 = std::ldexp(1.0f, st.x_exp / 2 - st.x_exp);
   float acc = 0, zero = 0;
   for (std::size_t t = 0; t < K / code_dot_group; ++t) {
     float dot = 0;
     for (std::size_t p = t * code_dot_group; p < (t + 1) * code_dot_group; ++p)
-      dot += float(c[p]) * std::ldexp(float(x[p]), -st.x_exp);
+      dot += float(c[p]) * (float(x[p]) * u0 * u1);
     const float s = st.p[t] * float(st.sc[t]) - st.pz[t];
     acc += (st.xs ? s * st.xs[t] : s) * dot;
     zero += s * (st.qa[t] * float(st.zc[t]) - st.qza[t]);

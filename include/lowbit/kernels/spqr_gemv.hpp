@@ -12,9 +12,10 @@
 // parameters folded with A once per row block (O(K) per block of beta2
 // rows). The permutation and the CSR row pointers are unpacked from their
 // packed form once per call (O(K + M)); the statistic codes per 16 rows and
-// the fp16 parameters and outlier values per block go through the table's
-// SIMD unpack and F16C/NEON widening (the per-group work is 1/16 of the
-// weights' and would otherwise rival the dot itself).
+// the fp16 parameters per block go through the table's SIMD unpack and
+// F16C/NEON widening, the outlier values through the sparse add's (the
+// per-group work is 1/16 of the weights' and would otherwise rival the dot
+// itself).
 //
 // Activations::int8 quantizes x_perm per 32 like the group kernels' q8 path
 // (d_b = max|x| / 127 over block b, detail::PreparedActivations): the dense
@@ -58,6 +59,8 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   // from the values d_b q that the kernel multiplies by, and d_b for each
   // subgroup (xs).
   const std::size_t span_A = fast ? sub : g;
+  // The row kernel's per-subgroup arrays: zero padding to whole spans.
+  const std::size_t T = K / sub, padded = (T + detail::spqr_span - 1) / detail::spqr_span * detail::spqr_span;
   detail::PreparedActivations a;
   std::vector<float> A, xs, xo;  // xo (int8): the quantized values in natural order, for the outliers
   int x_exp = 0;  // fp32: x scaled by 2^x_exp for the row kernel (detail::spqr_x_exp)
@@ -76,12 +79,13 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
     A.assign((K + span_A - 1) / span_A, 0.0f);
     for (std::size_t p = 0; p < K; ++p) A[p / span_A] += xp[p];
     if (fast) {
-      xs.resize(K / sub);
-      for (std::size_t t = 0; t < xs.size(); ++t) xs[t] = a.d[t * sub / detail::act_block];
+      xs.assign(padded, 0.0f);
+      for (std::size_t t = 0; t < T; ++t) xs[t] = a.d[t * sub / detail::act_block];
     }
     xo = xp;
     for (std::size_t p = 0; p < layout.perm.size(); ++p) xo[layout.perm[p]] = xp[p];
   }
+  if (fast) A.resize(padded, 0.0f);
   const float* x_outlier = int8 ? xo.data() : x.data();
   const std::size_t nstat = w.rows * G;
   parallel_for(w.rows, 16, detail::threads_for(w.rows, K, opt.threads), [&](std::size_t r0, std::size_t r1) {
@@ -96,8 +100,7 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
       // Per block of stat_group rows, the second-level parameters (scale's
       // s and z, zero's s and z per group) widened and folded with the
       // activation sums into per-subgroup arrays (detail::SubgroupStats).
-      const std::size_t B = w.stat_group, T = K / sub, per = g / sub;
-      const std::size_t padded = (T + detail::spqr_span - 1) / detail::spqr_span * detail::spqr_span;
+      const std::size_t B = w.stat_group, per = g / sub;
       std::vector<float> par(4 * G), fp(padded), fpz(padded), fqa(padded), fqza(padded);  // zero padding
       // Statistic codes of up to `chunk` rows at a time: one unpack call per
       // chunk instead of per row (per row, the calls' setup rivalled the
