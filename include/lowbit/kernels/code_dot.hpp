@@ -9,8 +9,9 @@
 // sum per group too costly; instead a 32-code block's products land in
 // lanes that belong to one subgroup each, and the scales multiply whole
 // vectors, spread over those lanes by one permute per block. fp32: the
-// codes are widened in the group kernels' lane order (group_gemv.hpp,
-// float_block), x stored in that order. int8: x in natural order, an
+// codes become floats in the group kernels' lane order (up to 4 bits by
+// byte shuffles, mantissa_block; 8 bits by group_gemv.hpp's float_block),
+// x stored in that order. int8: x in natural order, an
 // integer dot product per byte batch (vpdpbusd / maddubs / sdot: lane m sums
 // codes 4m .. 4m + 3), one conversion per 32 codes; the activation scale of
 // each subgroup multiplies its weight scale.
@@ -142,7 +143,7 @@ constexpr auto subgroup_lanes(std::integer_sequence<std::uint32_t, M...>) noexce
 // scaled so that the products stay normal numbers (SubgroupStats::x_exp).
 template <class Tag, int Bits>
 struct mantissa_block {
-  static_assert(Bits <= 4, "codes and the exponent bit within a byte, with 3 mantissa bits of headroom");
+  static_assert(Bits <= 4, "codes of 2 to 4 bits: 8-bit codes fill their byte");
   static constexpr int Pos = 7 - Bits;
   using F = simd::f32<Tag>;
   using CB = code_block<Tag, Bits, Pos>;
@@ -205,9 +206,6 @@ float spqr_row(const std::uint8_t* row, std::size_t K, const X* x, const Subgrou
   static_assert(H * 4 * L == 32 && (H == 1 || H == 2), "32-code blocks of one or two byte batches");
   // mantissa: the products carry 2^-126 (1 + c / 2^Bits) x 2^x_exp; the
   // offset's sum 2^Bits A_t goes in with the zero-point term.
-  // The power of two in two factors: either alone may leave the float range.
-  const int k = mantissa ? Bits + 126 - st.x_exp : -st.x_exp;
-  const float unscale[2] = {std::ldexp(1.0f, k / 2), std::ldexp(1.0f, k - k / 2)};
   const F offset(mantissa ? float(1 << Bits) : 0.0f);
   // A span: whole decoder units (compile-time bit-fields, group_gemv.hpp)
   // and whole vectors of statistics (L subgroups, L / 2 blocks).
@@ -265,8 +263,12 @@ float spqr_row(const std::uint8_t* row, std::size_t K, const X* x, const Subgrou
   const std::size_t full = nb / std::size_t(V);
   for (std::size_t q = 0; q < full; ++q) run_span(q, std::false_type{});
   if (full * std::size_t(V) < nb) run_span(full, std::true_type{});
-  const float dense = xsimd::hadd(acc0 + acc1);
-  return (fp32 ? dense * unscale[0] * unscale[1] : dense) - xsimd::hadd(zacc);
+  float dense = xsimd::hadd(acc0 + acc1);
+  if constexpr (fp32) {  // times 2^k, in two factors: either alone may leave the float range
+    const int k = mantissa ? Bits + 126 - st.x_exp : -st.x_exp;
+    dense = dense * std::ldexp(1.0f, k / 2) * std::ldexp(1.0f, k - k / 2);
+  }
+  return dense - xsimd::hadd(zacc);
 }
 
 // Codes [first, first + count) of a packed row of n codes of any width
