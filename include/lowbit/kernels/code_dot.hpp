@@ -290,19 +290,18 @@ void unpack_codes(const std::uint8_t* row, std::size_t n, int bits, std::size_t 
   // The widths of the weight codes: run b is the kernels' block b, decoded
   // with compile-time bit-fields within whole decoder units.
   const auto blocks = [&](auto B) {
-    using D = block_decoder<Tag, decltype(B)::value>;
+    using CB = code_block<Tag, decltype(B)::value>;
+    using D = typename CB::D;
     constexpr std::size_t U = D::unit;
     const D dec(row, n);
-    const auto put = [&](std::size_t b, const code_block<Tag, decltype(B)::value>& cb) {
+    const auto put = [&](std::size_t b, const CB& cb) {
       for (int h = 0; h < D::H; ++h) cb.c[h].store_unaligned(out + (b - lo) * run + std::size_t(h) * D::S);
     };
     std::size_t b = lo;
-    for (; b < hi && b % U != 0; ++b) put(b, code_block<Tag, decltype(B)::value>(dec, b));
+    for (; b < hi && b % U != 0; ++b) put(b, CB(dec, b));
     for (; b + U <= hi; b += U)
-      unroll(std::make_integer_sequence<int, int(U)>{}, [&](auto J) {
-        put(b + std::size_t(J()), code_block<Tag, decltype(B)::value>(dec, b / U, J));
-      });
-    for (; b < hi; ++b) put(b, code_block<Tag, decltype(B)::value>(dec, b));
+      unroll(std::make_integer_sequence<int, int(U)>{}, [&](auto J) { put(b + std::size_t(J()), CB(dec, b / U, J)); });
+    for (; b < hi; ++b) put(b, CB(dec, b));
   };
   switch (bits) {
     case 2: return blocks(std::integral_constant<int, 2>{});

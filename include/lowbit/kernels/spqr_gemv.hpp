@@ -67,9 +67,11 @@ inline void gemv(const SpqrMatrix& w, span<const float> x, span<float> y, const 
   if (!int8) {
     a.prepare(xp.data(), K, span_A, false, fast ? k.f32_lanes : 0);
     A = std::move(a.group_sum);
-    float m = 0;
-    for (const float v : x) m = std::max(m, std::fabs(v));
-    x_exp = fast ? detail::spqr_x_exp(w.bits, m) : 0;
+    if (fast) {
+      float m = 0;
+      for (const float v : x) m = std::max(m, std::fabs(v));
+      x_exp = detail::spqr_x_exp(w.bits, m);
+    }
     const float scale = std::ldexp(1.0f, x_exp);  // exact: a power of two in the normal range
     if (x_exp != 0)
       for (float& v : a.x) v *= scale;
